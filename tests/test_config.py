@@ -1,0 +1,91 @@
+"""Config: the original defaults, option parsing and the state dict."""
+
+import pytest
+
+from utils.config import Config
+
+SPEC_DEFAULTS = {
+    'voc_data_dir': '/dataset/PASCAL2007/VOC2007/',
+    'min_size': 600,
+    'max_size': 1000,
+    'num_workers': 8,
+    'test_num_workers': 8,
+    'rpn_sigma': 3.,
+    'roi_sigma': 1.,
+    'weight_decay': 0.0005,
+    'lr_decay': 0.1,
+    'lr': 1e-3,
+    'env': 'faster-rcnn',
+    'port': 8097,
+    'plot_every': 40,
+    'data': 'voc',
+    'pretrained_model': 'vgg16',
+    'epoch': 14,
+    'use_adam': False,
+    'use_chainer': False,
+    'use_drop': False,
+    'debug_file': '/tmp/debugf',
+    'test_num': 10000,
+    'load_path': None,
+    'caffe_pretrain': False,
+    'caffe_pretrain_path': 'checkpoints/vgg16_caffe.pth',
+}
+
+NEW_DEFAULTS = {
+    'lr_decay_epoch': 9,
+    'seed': None,
+    'device': None,
+    'resume': None,
+    'out_dir': 'checkpoints',
+}
+
+
+def test_defaults_are_the_spec_values():
+    state = Config()._state_dict()
+    for name, value in {**SPEC_DEFAULTS, **NEW_DEFAULTS}.items():
+        assert state[name] == value, name
+        assert type(state[name]) is type(value), name
+
+
+def test_state_dict_lists_public_fields_only():
+    state = Config()._state_dict()
+    assert set(SPEC_DEFAULTS) | set(NEW_DEFAULTS) <= set(state)
+    assert not [k for k in state if k.startswith('_')]
+
+
+def test_parse_sets_options_on_the_instance_only(capsys):
+    opt = Config()
+    opt._parse({'lr': 5e-3, 'env': 'toy', 'seed': 3})
+    assert (opt.lr, opt.env, opt.seed) == (5e-3, 'toy', 3)
+    assert (Config.lr, Config().lr) == (1e-3, 1e-3)
+    out = capsys.readouterr().out
+    assert out.startswith('======user config========\n')
+    assert out.rstrip().endswith('==========end============')
+    assert "'env': 'toy'" in out
+
+
+def test_parse_rejects_an_unknown_option_and_sets_nothing():
+    opt = Config()
+    with pytest.raises(ValueError) as error:
+        opt._parse({'lr': 0.5, 'learning_rate': 0.1})
+    message = str(error.value)
+    assert '--learning_rate' in message
+    assert '--lr,' in message and '--out_dir' in message
+    assert opt.lr == 1e-3
+
+
+def test_state_dict_round_trip(capsys):
+    source = Config()
+    source._parse({'lr': 0.01, 'epoch': 3, 'use_adam': True, 'resume': 'x.pth'})
+    target = Config()
+    target._parse(source._state_dict())
+    assert target._state_dict() == source._state_dict()
+
+
+def test_a_subclass_keeps_the_base_options():
+    class ToyConfig(Config):
+        toy_size = 256  # side of the generated images
+
+    state = ToyConfig()._state_dict()
+    assert state['toy_size'] == 256
+    assert state['lr'] == 1e-3

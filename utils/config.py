@@ -1,0 +1,98 @@
+"""Training options: one class holding every default, parsed from the command line.
+
+``train.py`` hands the options given on its command line (through ``fire``) to
+``opt._parse``; library code never reads ``opt`` but takes its settings as
+constructor arguments whose defaults equal the values below.
+"""
+
+from pprint import pprint
+
+
+class Config:
+    """Every option of a training run, with its default.
+
+    Options are class attributes: to add one, add an attribute with a
+    one-line comment. ``_parse`` sets them on the instance and
+    ``_state_dict`` lists them.
+    """
+
+    # data
+    voc_data_dir = '/dataset/PASCAL2007/VOC2007/'  # VOC2007 root holding Annotations/, ImageSets/, JPEGImages/
+    min_size = 600  # resize so that the shorter image side is this many pixels
+    max_size = 1000  # ... unless the longer side would then exceed this many pixels
+    num_workers = 8  # data loader worker processes for training
+    test_num_workers = 8  # data loader worker processes for evaluation
+
+    # sigma of the smooth L1 losses
+    rpn_sigma = 3.  # sigma of the RPN's box regression loss
+    roi_sigma = 1.  # sigma of the RoI head's box regression loss
+
+    # optimizer
+    weight_decay = 0.0005  # L2 weight decay of the weights (biases get none)
+    lr_decay = 0.1  # factor the learning rate is scaled by at lr_decay_epoch
+    lr = 1e-3  # initial learning rate (biases get twice this)
+    lr_decay_epoch = 9  # after this epoch, reload the best checkpoint and scale lr by lr_decay
+
+    # visualization
+    env = 'faster-rcnn'  # visdom environment the plots go to
+    port = 8097  # port of the visdom server
+    plot_every = 40  # plot losses and pictures every this many training steps
+
+    # preset
+    data = 'voc'  # dataset to train on
+    pretrained_model = 'vgg16'  # backbone whose pretrained weights initialise the extractor
+
+    # training
+    epoch = 14  # number of training epochs
+    use_adam = False  # use Adam instead of SGD with momentum
+    use_chainer = False  # kept from the original ("try match everything as chainer"); nothing reads it
+    use_drop = False  # use dropout in the RoI head's fully connected layers
+    seed = None  # int: seed python's random, numpy and torch; None: do not seed
+    device = None  # torch device to train on; None: CUDA when available, else CPU
+
+    # debug
+    debug_file = '/tmp/debugf'  # kept from the original (it entered a debugger while this file existed); nothing reads it
+    test_num = 10000  # evaluate on at most this many test images
+
+    # checkpoints
+    load_path = None  # checkpoint whose model weights start the training
+    resume = None  # checkpoint of an interrupted run to continue from
+    out_dir = 'checkpoints'  # directory checkpoints and pictures are written to
+
+    caffe_pretrain = False  # use caffe pretrained VGG16 (BGR, 0-255 input) instead of torchvision's
+    caffe_pretrain_path = 'checkpoints/vgg16_caffe.pth'  # file of the caffe pretrained VGG16 weights
+
+    def _parse(self, kwargs):
+        """Set options and print the resulting configuration.
+
+        Args:
+            kwargs (dict): Option names mapped to their new values.
+
+        Raises:
+            ValueError: If a name is not an option; nothing is set then.
+        """
+        state_dict = self._state_dict()
+        for k in kwargs:
+            if k not in state_dict:
+                raise ValueError(
+                    'Unknown option "--{}"; valid options are: {}.'.format(
+                        k, ', '.join('--' + name for name in state_dict)))
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+
+        print('======user config========')
+        pprint(self._state_dict())
+        print('==========end============')
+
+    def _state_dict(self):
+        """Return every option with its current value.
+
+        Returns:
+            dict: Option names mapped to values, in declaration order.
+        """
+        names = [k for klass in reversed(type(self).__mro__)
+                 for k in vars(klass) if not k.startswith('_')]
+        return {k: getattr(self, k) for k in names}
+
+
+opt = Config()
