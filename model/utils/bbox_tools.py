@@ -12,16 +12,24 @@ import numpy as np
 import torch
 
 
-def _as_tensor(*arrays):
-    """Wraps numpy arrays as CPU tensors; says whether to unwrap the result."""
-    is_numpy = isinstance(arrays[0], np.ndarray)
-    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray)
-                    else a for a in arrays)
-    return is_numpy, tensors
+def as_tensors(*arrays):
+    """Wraps numpy arrays as CPU tensors (no copy); tensors pass through.
+
+    Returns:
+        (bool, tuple of tensors): whether the first input was numpy, so that
+        :func:`as_output` hands numpy back, and the tensors.
+    """
+    is_numpy = not isinstance(arrays[0], torch.Tensor)
+    return is_numpy, tuple(
+        a if isinstance(a, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
 
 
-def _unwrap(is_numpy, tensor):
-    return tensor.numpy() if is_numpy else tensor
+def as_output(is_numpy, *tensors):
+    """Hands tensors back as numpy arrays when the inputs were numpy."""
+    if is_numpy:
+        tensors = tuple(t.cpu().numpy() for t in tensors)
+    return tensors if len(tensors) > 1 else tensors[0]
 
 
 def loc2bbox(src_bbox, loc):
@@ -43,9 +51,9 @@ def loc2bbox(src_bbox, loc):
     Returns:
         array: Decoded boxes, shape :math:`(R, 4K)`, dtype of ``loc``.
     """
-    is_numpy, (src_bbox, loc) = _as_tensor(src_bbox, loc)
+    is_numpy, (src_bbox, loc) = as_tensors(src_bbox, loc)
     if src_bbox.shape[0] == 0:
-        return _unwrap(is_numpy, loc.new_zeros((0, 4)))
+        return as_output(is_numpy, loc.new_zeros((0, 4)))
     src_bbox = src_bbox.to(loc.dtype)
 
     src_height = src_bbox[:, 2] - src_bbox[:, 0]
@@ -64,7 +72,7 @@ def loc2bbox(src_bbox, loc):
     dst_bbox[:, 1::4] = ctr_x - 0.5 * w
     dst_bbox[:, 2::4] = ctr_y + 0.5 * h
     dst_bbox[:, 3::4] = ctr_x + 0.5 * w
-    return _unwrap(is_numpy, dst_bbox)
+    return as_output(is_numpy, dst_bbox)
 
 
 def bbox2loc(src_bbox, dst_bbox):
@@ -84,7 +92,7 @@ def bbox2loc(src_bbox, dst_bbox):
         array: Offsets and scales :math:`(t_y, t_x, t_h, t_w)`, shape
         :math:`(R, 4)`, dtype of ``src_bbox``.
     """
-    is_numpy, (src_bbox, dst_bbox) = _as_tensor(src_bbox, dst_bbox)
+    is_numpy, (src_bbox, dst_bbox) = as_tensors(src_bbox, dst_bbox)
     height = src_bbox[:, 2] - src_bbox[:, 0]
     width = src_bbox[:, 3] - src_bbox[:, 1]
     ctr_y = src_bbox[:, 0] + 0.5 * height
@@ -103,7 +111,7 @@ def bbox2loc(src_bbox, dst_bbox):
     dx = (base_ctr_x - ctr_x) / width
     dh = torch.log(base_height / height)
     dw = torch.log(base_width / width)
-    return _unwrap(is_numpy, torch.stack((dy, dx, dh, dw), dim=1))
+    return as_output(is_numpy, torch.stack((dy, dx, dh, dw), dim=1))
 
 
 def bbox_iou(bbox_a, bbox_b):
@@ -125,13 +133,13 @@ def bbox_iou(bbox_a, bbox_b):
         raise IndexError(
             'bbox_iou expects boxes of shape (N, 4) and (K, 4), '
             'got {} and {}'.format(tuple(bbox_a.shape), tuple(bbox_b.shape)))
-    is_numpy, (bbox_a, bbox_b) = _as_tensor(bbox_a, bbox_b)
+    is_numpy, (bbox_a, bbox_b) = as_tensors(bbox_a, bbox_b)
     tl = torch.maximum(bbox_a[:, None, :2], bbox_b[:, :2])
     br = torch.minimum(bbox_a[:, None, 2:], bbox_b[:, 2:])
     area_i = torch.prod(br - tl, dim=2) * (tl < br).all(dim=2)
     area_a = torch.prod(bbox_a[:, 2:] - bbox_a[:, :2], dim=1)
     area_b = torch.prod(bbox_b[:, 2:] - bbox_b[:, :2], dim=1)
-    return _unwrap(is_numpy, area_i / (area_a[:, None] + area_b - area_i))
+    return as_output(is_numpy, area_i / (area_a[:, None] + area_b - area_i))
 
 
 def generate_anchor_base(base_size=16, ratios=[0.5, 1, 2],

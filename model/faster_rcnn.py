@@ -1,0 +1,302 @@
+"""The Faster R-CNN detector: extractor, RPN and head composed.
+
+Shape shorthand: N batch, R' RoIs of the batch, L foreground classes
+(the head predicts L + 1 with 0 = background).
+"""
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import nms
+
+from data.dataset import preprocess
+from model.utils.bbox_tools import loc2bbox
+
+PRESETS = {
+    'visualize': dict(nms_thresh=0.3, score_thresh=0.7),
+    'evaluate': dict(nms_thresh=0.3, score_thresh=0.05),
+}
+
+
+class FasterRCNN(nn.Module):
+    """Faster R-CNN: features, region proposals, and per-RoI classification.
+
+    The parts come in through the constructor and may be anything that
+    honours these interfaces:
+
+    * **extractor**: ``(N, 3, H, W) -> (N, C, H / s, W / s)`` features.
+    * **rpn**: ``rpn(features, img_size, scale) -> (rpn_locs, rpn_scores,
+      rois, roi_indices, anchor)`` as
+      :class:`model.region_proposal_network.RegionProposalNetwork`, with a
+      ``feat_stride`` attribute (s).
+    * **head**: ``head(features, rois, roi_indices) -> (roi_cls_locs
+      (R', (L + 1) * 4), roi_scores (R', L + 1))`` with an ``n_class``
+      (L + 1) attribute.
+
+    The model remembers how its input was preprocessed (shorter side scaled
+    to ``min_size``, longer side at most ``max_size``, torchvision or caffe
+    normalization); :meth:`predict` uses it, and it travels in the model's
+    ``state_dict``.
+
+    Args:
+        extractor (nn.Module): The feature extractor.
+        rpn (nn.Module): The region proposal network.
+        head (nn.Module): The RoI head.
+        loc_normalize_mean (tuple of four floats): Mean of the head's
+            location targets.
+        loc_normalize_std (tuple of four floats): Standard deviation of the
+            head's location targets.
+        min_size (int): Preprocessing: the shorter side's length.
+        max_size (int): Preprocessing: the longer side's largest length.
+        caffe_pretrain (bool): Preprocessing: caffe normalization (BGR,
+            0-255, mean subtracted) instead of torchvision's.
+    """
+
+    def __init__(self, extractor, rpn, head,
+                 loc_normalize_mean=(0., 0., 0., 0.),
+                 loc_normalize_std=(0.1, 0.1, 0.2, 0.2),
+                 min_size=600, max_size=1000, caffe_pretrain=False):
+        super().__init__()
+        self.extractor = extractor
+        self.rpn = rpn
+        self.head = head
+        self.loc_normalize_mean = loc_normalize_mean
+        self.loc_normalize_std = loc_normalize_std
+        self.min_size = min_size
+        self.max_size = max_size
+        self.caffe_pretrain = caffe_pretrain
+        self.use_preset('evaluate')
+
+    @property
+    def n_class(self):
+        """The number of classes the head predicts, background included."""
+        return self.head.n_class
+
+    def forward(self, x, scale=1.):
+        """Forward Faster R-CNN.
+
+        Args:
+            x (torch.Tensor): Preprocessed images, :math:`(N, 3, H, W)`.
+            scale (float): The scaling applied to the original images.
+
+        Returns:
+            (torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor):
+            * **roi_cls_locs**: :math:`(R', (L + 1) \\times 4)` offsets.
+            * **roi_scores**: :math:`(R', L + 1)` class scores.
+            * **rois**: :math:`(R', 4)` proposals, each
+              ``(y_min, x_min, y_max, x_max)``.
+            * **roi_indices**: :math:`(R',)` the image of each RoI.
+        """
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError('FasterRCNN expects images of shape (N, 3, H, W), '
+                             'got {}'.format(tuple(x.shape)))
+        img_size = tuple(x.shape[2:])
+        stride = self.rpn.feat_stride
+        if min(img_size) < stride:
+            raise ValueError('image of size {}x{} is smaller than one feature '
+                             'stride ({} px) on a side'.format(*img_size, stride))
+        h = self.extractor(x)
+        rpn_locs, rpn_scores, rois, roi_indices, anchor = \
+            self.rpn(h, img_size, scale)
+        roi_cls_locs, roi_scores = self.head(h, rois, roi_indices)
+        return roi_cls_locs, roi_scores, rois, roi_indices
+
+    def use_preset(self, preset):
+        """Sets the NMS and score thresholds of :meth:`predict`.
+
+        Args:
+            preset ({'visualize', 'evaluate'}): 'visualize' keeps scores
+                above 0.7, 'evaluate' above 0.05; both suppress at IoU 0.3.
+        """
+        if preset not in PRESETS:
+            raise ValueError('preset must be one of {}, got {!r}'.format(
+                sorted(PRESETS), preset))
+        self.preset = preset
+        self.nms_thresh = PRESETS[preset]['nms_thresh']
+        self.score_thresh = PRESETS[preset]['score_thresh']
+
+    def get_extra_state(self):
+        return dict(min_size=self.min_size, max_size=self.max_size,
+                    caffe_pretrain=self.caffe_pretrain)
+
+    def set_extra_state(self, state):
+        self.min_size = state['min_size']
+        self.max_size = state['max_size']
+        self.caffe_pretrain = state['caffe_pretrain']
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Loads weights, saying plainly when they belong to another model.
+
+        A state dict without preprocessing settings (one saved by the
+        original design) keeps this model's settings.
+
+        Raises:
+            ValueError: if a tensor's shape differs from this model's, as
+                when the checkpoint was trained for another number of
+                classes.
+        """
+        state_dict = dict(state_dict)
+        state_dict.setdefault('_extra_state', self.get_extra_state())
+        own = self.state_dict()
+        for key, value in state_dict.items():
+            if (key in own and isinstance(value, torch.Tensor)
+                    and value.shape != own[key].shape):
+                hint = ('; the checkpoint was trained for another number of '
+                        'classes (this model has {} with background)'.format(
+                            self.n_class) if key.startswith('head.') else '')
+                raise ValueError(
+                    'checkpoint does not fit this model: {} has shape {} in '
+                    'the checkpoint and {} here{}'.format(
+                        key, tuple(value.shape), tuple(own[key].shape), hint))
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def _suppress(self, raw_cls_bbox, raw_prob):
+        """Per-class thresholding and NMS, background skipped.
+
+        Args:
+            raw_cls_bbox (torch.Tensor): :math:`(R, (L + 1) \\times 4)`.
+            raw_prob (torch.Tensor): :math:`(R, L + 1)`.
+
+        Returns:
+            numpy bbox (R'', 4) float32, label (R'',) int32 in
+            :math:`[0, L - 1]`, score (R'',) float32, grouped by class.
+        """
+        cls_bbox = raw_cls_bbox.reshape((-1, self.n_class, 4))
+        bbox, label, score = [], [], []
+        for l in range(1, self.n_class):
+            mask = raw_prob[:, l] > self.score_thresh
+            cls_bbox_l = cls_bbox[mask, l]
+            prob_l = raw_prob[mask, l]
+            keep = nms(cls_bbox_l, prob_l, self.nms_thresh)
+            bbox.append(cls_bbox_l[keep].cpu().numpy())
+            label.append(np.full((len(keep),), l - 1, dtype=np.int32))
+            score.append(prob_l[keep].cpu().numpy())
+        bbox = np.concatenate(bbox, axis=0).astype(np.float32).reshape(-1, 4)
+        label = np.concatenate(label, axis=0).astype(np.int32)
+        score = np.concatenate(score, axis=0).astype(np.float32)
+        return bbox, label, score
+
+    @torch.no_grad()
+    def predict(self, imgs, sizes=None, visualize=False):
+        """Detects objects in images.
+
+        With ``visualize=True`` the images are raw and of any sizes: CHW,
+        RGB, values in [0, 255]; they are preprocessed here with the model's
+        own settings, and the 'visualize' preset is used for this call. With
+        ``visualize=False`` the images are already preprocessed and
+        ``sizes`` gives their original sizes, as evaluation passes them.
+        The model is left in the mode (train or eval) and preset it had.
+
+        Args:
+            imgs (sequence of arrays): N images, each :math:`(3, H, W)`
+                (numpy arrays or tensors).
+            sizes (sequence of (H, W)): Original sizes; required when
+                ``visualize=False``.
+            visualize (bool): Whether ``imgs`` are raw images.
+
+        Returns:
+            (list, list, list), N numpy arrays each:
+            * **bboxes**: :math:`(R, 4)` float32, each
+              ``(y_min, x_min, y_max, x_max)`` in the original image's pixels.
+            * **labels**: :math:`(R,)` int32 in :math:`[0, L - 1]`.
+            * **scores**: :math:`(R,)` float32 confidences.
+        """
+        for i, img in enumerate(imgs):
+            _check_image(img, i)
+        if visualize:
+            sizes = [tuple(img.shape[1:]) for img in imgs]
+            imgs = [preprocess(_to_numpy(img).astype(np.float32),
+                               min_size=self.min_size, max_size=self.max_size,
+                               caffe_pretrain=self.caffe_pretrain)
+                    for img in imgs]
+        elif sizes is None or len(sizes) != len(imgs):
+            raise ValueError('predict(visualize=False) needs sizes, the (H, W) '
+                             'of each original image, one per image')
+
+        was_training, preset = self.training, self.preset
+        self.eval()
+        if visualize:
+            self.use_preset('visualize')
+        try:
+            results = [self._predict_one(img, size)
+                       for img, size in zip(imgs, sizes)]
+        finally:
+            self.train(was_training)
+            self.use_preset(preset)
+        bboxes, labels, scores = (list(r) for r in zip(*results)) \
+            if results else ([], [], [])
+        return bboxes, labels, scores
+
+    def _predict_one(self, img, size):
+        """Detections of one preprocessed image, in its original pixels."""
+        device = next(self.parameters()).device
+        img = torch.as_tensor(img, dtype=torch.float32, device=device)[None]
+        scale = img.shape[3] / size[1]
+        roi_cls_loc, roi_score, rois, _ = self(img, scale=scale)
+        roi = rois / scale
+
+        mean = roi.new_tensor(self.loc_normalize_mean).repeat(self.n_class)
+        std = roi.new_tensor(self.loc_normalize_std).repeat(self.n_class)
+        roi_cls_loc = (roi_cls_loc * std + mean).view(-1, self.n_class, 4)
+        roi = roi.view(-1, 1, 4).expand_as(roi_cls_loc)
+        cls_bbox = loc2bbox(roi.reshape(-1, 4), roi_cls_loc.reshape(-1, 4))
+        cls_bbox = cls_bbox.view(-1, self.n_class * 4)
+        cls_bbox[:, 0::2] = cls_bbox[:, 0::2].clamp(min=0, max=size[0])
+        cls_bbox[:, 1::2] = cls_bbox[:, 1::2].clamp(min=0, max=size[1])
+        prob = F.softmax(roi_score, dim=1)
+        return self._suppress(cls_bbox, prob)
+
+    def get_optimizer(self, lr=1e-3, weight_decay=5e-4, use_adam=False):
+        """Builds the optimizer: biases get twice the lr and no decay.
+
+        Args:
+            lr (float): Learning rate of the weights.
+            weight_decay (float): L2 decay of the weights.
+            use_adam (bool): Adam instead of SGD with momentum 0.9.
+
+        Returns:
+            torch.optim.Optimizer, also kept as ``self.optimizer``.
+        """
+        params = []
+        for key, value in self.named_parameters():
+            if not value.requires_grad:
+                continue
+            if 'bias' in key:
+                params.append({'params': [value], 'lr': lr * 2,
+                               'weight_decay': 0})
+            else:
+                params.append({'params': [value], 'lr': lr,
+                               'weight_decay': weight_decay})
+        if use_adam:
+            self.optimizer = torch.optim.Adam(params)
+        else:
+            self.optimizer = torch.optim.SGD(params, momentum=0.9)
+        return self.optimizer
+
+    def scale_lr(self, decay=0.1):
+        """Multiplies the lr of every parameter group by ``decay``."""
+        for param_group in self.optimizer.param_groups:
+            param_group['lr'] *= decay
+        return self.optimizer
+
+
+def _to_numpy(img):
+    return img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else img
+
+
+def _check_image(img, i):
+    """Raises ValueError unless image ``i`` is a real-valued (3, H, W) array."""
+    if not hasattr(img, 'shape') or len(img.shape) != 3 or img.shape[0] != 3:
+        got = tuple(img.shape) if hasattr(img, 'shape') else type(img).__name__
+        raise ValueError('predict expects each image as an array of shape '
+                         '(3, H, W) (CHW, RGB), got {} for image {}'.format(
+                             got, i))
+    if isinstance(img, torch.Tensor):
+        real = not (img.dtype.is_complex or img.dtype == torch.bool)
+    else:
+        real = (np.issubdtype(img.dtype, np.integer) or
+                np.issubdtype(img.dtype, np.floating))
+    if not real:
+        raise ValueError('predict expects images of real numbers (float or '
+                         'integer), got dtype {} for image {}'.format(
+                             img.dtype, i))

@@ -1,0 +1,189 @@
+"""Faster R-CNN on VGG16: the extractor, the RoI head and their weights.
+
+Shape shorthand: N batch, R' RoIs of the batch, L foreground classes.
+"""
+import os
+
+import torch
+from torch import nn
+from torchvision.models import VGG16_Weights, vgg16
+from torchvision.ops import RoIPool
+
+from model.faster_rcnn import FasterRCNN
+from model.region_proposal_network import RegionProposalNetwork, normal_init
+
+
+def _torchvision_vgg16_state_dict():
+    """torchvision's ImageNet VGG16 weights, from its cache or downloaded."""
+    weights = VGG16_Weights.IMAGENET1K_V1
+    path = os.path.join(torch.hub.get_dir(), 'checkpoints',
+                        os.path.basename(weights.url))
+    if os.path.exists(path):
+        return torch.load(path, map_location='cpu')
+    try:
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise RuntimeError(
+            "could not download torchvision's ImageNet VGG16 weights ({}): "
+            'put the file {} at {} (or point TORCH_HOME elsewhere), or start '
+            'from random init with pretrained_model=None'.format(
+                err, os.path.basename(weights.url), path)) from None
+
+
+def _caffe_vgg16_state_dict(path):
+    """A caffe-converted VGG16 state dict in torchvision's layout."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            'caffe-converted VGG16 weights not found at {}: put the file '
+            'there (see README), or use torchvision\'s weights '
+            "(pretrained_model='vgg16') or random init "
+            '(pretrained_model=None)'.format(path))
+    return torch.load(path, map_location='cpu')
+
+
+def decom_vgg16(pretrained_model='vgg16',
+                caffe_pretrain_path='checkpoints/vgg16_caffe.pth',
+                use_drop=False):
+    """Splits VGG16 into the extractor and the head's classifier.
+
+    The extractor is ``features[:30]`` (through the ReLU of conv5_3, stride
+    16) with the first 10 layers (conv1 and conv2 blocks) frozen; the
+    classifier is fc6 and fc7 with their ReLUs, and their dropouts only
+    with ``use_drop``.
+
+    Args:
+        pretrained_model ({'vgg16', 'caffe', None}): torchvision's ImageNet
+            weights, a caffe-converted state dict read from
+            ``caffe_pretrain_path``, or random init.
+        caffe_pretrain_path (str): Where the caffe-converted weights are.
+        use_drop (bool): Keep the classifier's dropout layers.
+
+    Returns:
+        (nn.Sequential, nn.Sequential): extractor and classifier.
+    """
+    model = vgg16(weights=None)
+    if pretrained_model == 'vgg16':
+        model.load_state_dict(_torchvision_vgg16_state_dict())
+    elif pretrained_model == 'caffe':
+        model.load_state_dict(_caffe_vgg16_state_dict(caffe_pretrain_path))
+    elif pretrained_model is not None:
+        raise ValueError("pretrained_model must be 'vgg16', 'caffe', None or "
+                         'a checkpoint path, got {!r}'.format(pretrained_model))
+
+    features = list(model.features)[:30]
+    classifier = list(model.classifier)
+    del classifier[6]
+    if not use_drop:
+        del classifier[5]
+        del classifier[2]
+    for layer in features[:10]:
+        for p in layer.parameters():
+            p.requires_grad = False
+    return nn.Sequential(*features), nn.Sequential(*classifier)
+
+
+class FasterRCNNVGG16(FasterRCNN):
+    """Faster R-CNN with a VGG16 extractor and fc6/fc7 head.
+
+    Args:
+        n_fg_class (int): The number of foreground classes (L).
+        ratios (list of floats): Height-to-width ratios of the anchors.
+        anchor_scales (list of numbers): Anchor sizes in multiples of 16 px.
+        pretrained_model ({'vgg16', 'caffe', None} or str): Starting
+            weights: torchvision's ImageNet VGG16, a caffe-converted VGG16
+            (which wants caffe-normalized input, so the model records
+            ``caffe_pretrain=True``), random init, or the path of a trained
+            checkpoint (a state dict or a trainer checkpoint holding one
+            under 'model').
+        caffe_pretrain_path (str): Where the caffe-converted weights are.
+        use_drop (bool): Dropout in the head's fc6 and fc7.
+        min_size (int): Preprocessing: the shorter side's length.
+        max_size (int): Preprocessing: the longer side's largest length.
+    """
+
+    feat_stride = 16  # downsample 16x for the output of conv5 in vgg16
+
+    def __init__(self, n_fg_class=20, ratios=[0.5, 1, 2],
+                 anchor_scales=[8, 16, 32], pretrained_model='vgg16',
+                 caffe_pretrain_path='checkpoints/vgg16_caffe.pth',
+                 use_drop=False, min_size=600, max_size=1000):
+        if n_fg_class < 1:
+            raise ValueError('n_fg_class must be positive, got {}'.format(
+                n_fg_class))
+        is_checkpoint = pretrained_model not in ('vgg16', 'caffe', None)
+        extractor, classifier = decom_vgg16(
+            None if is_checkpoint else pretrained_model, caffe_pretrain_path,
+            use_drop)
+        rpn = RegionProposalNetwork(
+            512, 512, ratios=ratios, anchor_scales=anchor_scales,
+            feat_stride=self.feat_stride)
+        head = VGG16RoIHead(n_class=n_fg_class + 1, roi_size=7,
+                            spatial_scale=(1. / self.feat_stride),
+                            classifier=classifier)
+        super().__init__(extractor, rpn, head, min_size=min_size,
+                         max_size=max_size,
+                         caffe_pretrain=pretrained_model == 'caffe')
+        if is_checkpoint:
+            state = torch.load(pretrained_model, map_location='cpu')
+            self.load_state_dict(state.get('model', state))
+
+
+class VGG16RoIHead(nn.Module):
+    """RoIPool, VGG16's fc6 and fc7, and the class and box predictors.
+
+    Args:
+        n_class (int): The number of classes, background included (L + 1).
+        roi_size (int): Height and width of the pooled features.
+        spatial_scale (float): Feature size over image size.
+        classifier (nn.Module): ``(R', C * roi_size ** 2) -> (R', 4096)``,
+            VGG16's fc6 and fc7.
+    """
+
+    def __init__(self, n_class, roi_size, spatial_scale, classifier):
+        super().__init__()
+        self.classifier = classifier
+        self.cls_loc = nn.Linear(4096, n_class * 4)
+        self.score = nn.Linear(4096, n_class)
+        normal_init(self.cls_loc, 0, 0.001)
+        normal_init(self.score, 0, 0.01)
+        self.n_class = n_class
+        self.roi_size = roi_size
+        self.spatial_scale = spatial_scale
+        self.roi = RoIPool((roi_size, roi_size), spatial_scale)
+
+    def forward(self, x, rois, roi_indices):
+        """Class scores and box offsets of each RoI.
+
+        Args:
+            x (torch.Tensor): Features, :math:`(N, C, H, W)`.
+            rois (torch.Tensor): :math:`(R', 4)`, each
+                ``(y_min, x_min, y_max, x_max)`` in input pixels.
+            roi_indices (torch.Tensor): :math:`(R',)`, the image of each RoI.
+
+        Returns:
+            (torch.Tensor, torch.Tensor): roi_cls_locs
+            :math:`(R', (L + 1) \\times 4)` and roi_scores
+            :math:`(R', L + 1)`.
+        """
+        pool = roi_pool_yx(self.roi, x, rois, roi_indices)
+        fc7 = self.classifier(pool.flatten(1))
+        return self.cls_loc(fc7), self.score(fc7)
+
+
+def roi_pool_yx(roi_layer, x, rois, roi_indices):
+    """Applies a torchvision RoI op to boxes in ``(y_min, x_min, y_max,
+    x_max)`` order: the op wants ``(index, x_min, y_min, x_max, y_max)``.
+
+    Args:
+        roi_layer (nn.Module): e.g. ``torchvision.ops.RoIPool``.
+        x (torch.Tensor): Features, :math:`(N, C, H, W)`.
+        rois (torch.Tensor): :math:`(R', 4)`.
+        roi_indices (torch.Tensor): :math:`(R',)`.
+
+    Returns:
+        torch.Tensor: pooled features, :math:`(R', C, h, w)`.
+    """
+    rois = torch.as_tensor(rois, dtype=x.dtype, device=x.device)
+    roi_indices = torch.as_tensor(roi_indices, device=x.device).to(x.dtype)
+    indices_and_rois = torch.cat([roi_indices[:, None], rois], dim=1)
+    return roi_layer(x, indices_and_rois[:, [0, 2, 1, 4, 3]].contiguous())

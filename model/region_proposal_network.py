@@ -1,0 +1,124 @@
+"""The Region Proposal Network of Faster R-CNN.
+
+Shape shorthand: N batch, C channels, H W feature size, A anchors per
+location, R' proposals of the whole batch.
+"""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.utils.bbox_tools import generate_anchor_base
+from model.utils.creator_tool import ProposalCreator
+
+
+class RegionProposalNetwork(nn.Module):
+    """Predicts objectness and box offsets for anchors, and proposes RoIs.
+
+    A 3x3 convolution with ReLU, then two 1x1 convolutions: one gives two
+    scores (background, foreground) per anchor, the other four offsets.
+
+    Args:
+        in_channels (int): Channels of the input feature map.
+        mid_channels (int): Channels of the 3x3 convolution.
+        ratios (list of floats): Height-to-width ratios of the anchors.
+        anchor_scales (list of numbers): Anchor sizes, in multiples of the
+            16-pixel base window.
+        feat_stride (int): The extractor's stride, in input pixels.
+        proposal_creator_params (dict): Keyword arguments of
+            :class:`model.utils.creator_tool.ProposalCreator`.
+    """
+
+    def __init__(self, in_channels=512, mid_channels=512,
+                 ratios=[0.5, 1, 2], anchor_scales=[8, 16, 32],
+                 feat_stride=16, proposal_creator_params=dict()):
+        super().__init__()
+        anchor_base = generate_anchor_base(anchor_scales=anchor_scales,
+                                           ratios=ratios)
+        self.register_buffer('anchor_base', torch.from_numpy(anchor_base),
+                             persistent=False)
+        self.feat_stride = feat_stride
+        self.proposal_layer = ProposalCreator(self, **proposal_creator_params)
+        n_anchor = anchor_base.shape[0]
+        self.conv1 = nn.Conv2d(in_channels, mid_channels, 3, 1, 1)
+        self.score = nn.Conv2d(mid_channels, n_anchor * 2, 1, 1, 0)
+        self.loc = nn.Conv2d(mid_channels, n_anchor * 4, 1, 1, 0)
+        normal_init(self.conv1, 0, 0.01)
+        normal_init(self.score, 0, 0.01)
+        normal_init(self.loc, 0, 0.01)
+
+    def forward(self, x, img_size, scale=1.):
+        """Forward the RPN over a batch of feature maps.
+
+        Args:
+            x (torch.Tensor): Features, shape :math:`(N, C, H, W)`.
+            img_size (tuple of ints): ``(height, width)`` of the scaled
+                input images.
+            scale (float): The scaling applied to the original images.
+
+        Returns:
+            (torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor):
+            * **rpn_locs**: :math:`(N, HWA, 4)` predicted offsets.
+            * **rpn_scores**: :math:`(N, HWA, 2)` background and foreground
+              scores (before softmax).
+            * **rois**: :math:`(R', 4)` proposals of all images, each
+              ``(y_min, x_min, y_max, x_max)``, on the device of ``x``.
+            * **roi_indices**: :math:`(R',)` int32, the image each RoI
+              belongs to.
+            * **anchor**: :math:`(HWA, 4)` anchors, ordered (y, x, anchor) so
+              that row k of ``rpn_locs[n]`` belongs to anchor k.
+        """
+        n, _, hh, ww = x.shape
+        anchor = _enumerate_shifted_anchor(self.anchor_base, self.feat_stride,
+                                           hh, ww)
+        n_anchor = self.anchor_base.shape[0]
+        h = F.relu(self.conv1(x))
+
+        rpn_locs = self.loc(h)
+        rpn_locs = rpn_locs.permute(0, 2, 3, 1).contiguous().view(n, -1, 4)
+        rpn_scores = self.score(h).permute(0, 2, 3, 1).contiguous()
+        rpn_softmax_scores = F.softmax(
+            rpn_scores.view(n, hh, ww, n_anchor, 2), dim=4)
+        rpn_fg_scores = rpn_softmax_scores[..., 1].contiguous().view(n, -1)
+        rpn_scores = rpn_scores.view(n, -1, 2)
+
+        rois = []
+        roi_indices = []
+        for i in range(n):
+            roi = self.proposal_layer(
+                rpn_locs[i].detach(), rpn_fg_scores[i].detach(), anchor,
+                img_size, scale=scale)
+            rois.append(roi)
+            roi_indices.append(torch.full((len(roi),), i, dtype=torch.int32,
+                                          device=x.device))
+        rois = torch.cat(rois, dim=0)
+        roi_indices = torch.cat(roi_indices, dim=0)
+        return rpn_locs, rpn_scores, rois, roi_indices, anchor
+
+
+def _enumerate_shifted_anchor(anchor_base, feat_stride, height, width):
+    """Shifts the anchor base over every location of an H x W feature map.
+
+    Args:
+        anchor_base (torch.Tensor): :math:`(A, 4)`, each
+            ``(y_min, x_min, y_max, x_max)``.
+        feat_stride (int): Distance between locations, in input pixels.
+        height, width (int): Feature map size.
+
+    Returns:
+        torch.Tensor: :math:`(HWA, 4)`, ordered (y, x, anchor) row-major, on
+        the device of ``anchor_base``.
+    """
+    kw = dict(dtype=anchor_base.dtype, device=anchor_base.device)
+    shift_y = torch.arange(0, height * feat_stride, feat_stride, **kw)
+    shift_x = torch.arange(0, width * feat_stride, feat_stride, **kw)
+    shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing='ij')
+    shift = torch.stack((shift_y.ravel(), shift_x.ravel(),
+                         shift_y.ravel(), shift_x.ravel()), dim=1)
+    anchor = anchor_base[None, :, :] + shift[:, None, :]
+    return anchor.reshape(-1, 4)
+
+
+def normal_init(m, mean, stddev):
+    """Weights from N(mean, stddev), biases zero."""
+    m.weight.data.normal_(mean, stddev)
+    m.bias.data.zero_()

@@ -1,0 +1,352 @@
+"""Target and proposal creators of Faster R-CNN.
+
+Shape shorthand:
+    R: gt boxes of one image; S: sampled anchors or RoIs;
+    HWA: anchors of one feature map (H x W locations, A anchors each).
+
+Boxes are ``(y_min, x_min, y_max, x_max)``. The creators work in torch on the
+device of their inputs; numpy inputs are served by the same code and get numpy
+back. Random sampling draws from numpy's global RNG exactly as the original
+design does (``np.random.choice(..., replace=False)``, positives first), so a
+seed gives the same samples here as there; only the drawn positions cross to
+numpy, never the arrays themselves.
+"""
+import numpy as np
+import torch
+from torchvision.ops import nms
+
+from model.utils.bbox_tools import (as_output, as_tensors, bbox2loc, bbox_iou,
+                                     loc2bbox)
+
+
+def check_bbox(bbox, name='bbox'):
+    """Raises ValueError unless ``bbox`` is (R, 4) with min <= max.
+
+    Args:
+        bbox (tensor): Boxes, shape :math:`(R, 4)`, each
+            ``(y_min, x_min, y_max, x_max)``.
+        name (str): What to call the boxes in the message.
+    """
+    if bbox.ndim != 2 or bbox.shape[1] != 4:
+        raise ValueError('{} must have shape (R, 4) as (y_min, x_min, y_max, '
+                         'x_max), got shape {}'.format(name, tuple(bbox.shape)))
+    bad = torch.where((bbox[:, 0] > bbox[:, 2]) | (bbox[:, 1] > bbox[:, 3]))[0]
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError('{} row {} has y_min > y_max or x_min > x_max: {} '
+                         '(expected (y_min, x_min, y_max, x_max))'.format(
+                             name, i, bbox[i].tolist()))
+
+
+def _check_thresh(**threshes):
+    for name, value in threshes.items():
+        if not 0. <= value <= 1.:
+            raise ValueError('{} must be in [0, 1], got {}'.format(name, value))
+
+
+def _random_choice(index, size):
+    """Picks ``size`` of ``index`` without replacement, as
+    ``np.random.choice(index, size, replace=False)`` does.
+
+    Numpy draws the positions (the same draws as choosing from the array
+    itself); the tensor is indexed on its own device.
+    """
+    position = np.random.choice(len(index), size=size, replace=False)
+    return index[torch.as_tensor(position, device=index.device)]
+
+
+def _unmap(data, count, index, fill):
+    """Scatters ``data`` (len(index), ...) back into a (count, ...) tensor."""
+    ret = data.new_full((count,) + tuple(data.shape[1:]), fill)
+    ret[index] = data
+    return ret
+
+
+class ProposalTargetCreator:
+    """Assigns ground truth boxes to sampled RoIs for the head's training.
+
+    Samples ``n_sample`` RoIs from the proposals and the gt boxes: positives
+    have IoU >= ``pos_iou_thresh`` with some gt box (at most
+    ``round(n_sample * pos_ratio)`` of them), negatives have IoU in
+    ``[neg_iou_thresh_lo, neg_iou_thresh_hi)``.
+
+    Args:
+        n_sample (int): The number of RoIs to sample.
+        pos_ratio (float): The largest fraction of positives.
+        pos_iou_thresh (float): IoU threshold for a positive.
+        neg_iou_thresh_hi (float): A negative's IoU is below this.
+        neg_iou_thresh_lo (float): A negative's IoU is at least this.
+    """
+
+    def __init__(self, n_sample=128, pos_ratio=0.25, pos_iou_thresh=0.5,
+                 neg_iou_thresh_hi=0.5, neg_iou_thresh_lo=0.0):
+        if n_sample < 1:
+            raise ValueError('n_sample must be positive, got {}'.format(n_sample))
+        _check_thresh(pos_ratio=pos_ratio, pos_iou_thresh=pos_iou_thresh,
+                      neg_iou_thresh_hi=neg_iou_thresh_hi,
+                      neg_iou_thresh_lo=neg_iou_thresh_lo)
+        if neg_iou_thresh_lo > neg_iou_thresh_hi:
+            raise ValueError('neg_iou_thresh_lo ({}) must not exceed '
+                             'neg_iou_thresh_hi ({})'.format(
+                                 neg_iou_thresh_lo, neg_iou_thresh_hi))
+        self.n_sample = n_sample
+        self.pos_ratio = pos_ratio
+        self.pos_iou_thresh = pos_iou_thresh
+        self.neg_iou_thresh_hi = neg_iou_thresh_hi
+        self.neg_iou_thresh_lo = neg_iou_thresh_lo
+
+    @torch.no_grad()
+    def __call__(self, roi, bbox, label,
+                 loc_normalize_mean=(0., 0., 0., 0.),
+                 loc_normalize_std=(0.1, 0.1, 0.2, 0.2)):
+        """Samples RoIs and gives each its target class and offsets.
+
+        The gt boxes are appended to the RoIs before sampling. An image
+        without gt boxes gets background samples only.
+
+        Args:
+            roi (array): Proposals, shape :math:`(R', 4)`, each
+                ``(y_min, x_min, y_max, x_max)``.
+            bbox (array): Ground truth boxes, shape :math:`(R, 4)`, same
+                order.
+            label (array): Ground truth labels in :math:`[0, L - 1]`,
+                shape :math:`(R,)`.
+            loc_normalize_mean (tuple of four floats): Subtracted from the
+                offsets.
+            loc_normalize_std (tuple of four floats): Divides the offsets.
+
+        Returns:
+            (array, array, array):
+            * **sample_roi**: :math:`(S, 4)`, ``(y_min, x_min, y_max, x_max)``.
+            * **gt_roi_loc**: :math:`(S, 4)`, normalized offsets from each
+              sample to its gt box.
+            * **gt_roi_label**: :math:`(S,)` in :math:`[0, L]`, 0 for
+              background, dtype of ``label``.
+        """
+        is_numpy, (roi, bbox, label) = as_tensors(roi, bbox, label)
+        check_bbox(bbox)
+        bbox = bbox.to(roi)
+        label = label.to(roi.device)
+        n_bbox = len(bbox)
+        roi = torch.cat((roi, bbox), dim=0)
+
+        if n_bbox:
+            iou = bbox_iou(roi, bbox)
+            gt_assignment = iou.argmax(dim=1)
+            max_iou = iou.gather(1, gt_assignment[:, None])[:, 0]
+        else:
+            gt_assignment = roi.new_zeros(len(roi), dtype=torch.long)
+            max_iou = roi.new_zeros(len(roi))
+
+        pos_roi_per_image = np.round(self.n_sample * self.pos_ratio)
+        pos_index = torch.where(max_iou >= self.pos_iou_thresh)[0]
+        n_pos = int(min(pos_roi_per_image, len(pos_index)))
+        if len(pos_index):
+            pos_index = _random_choice(pos_index, n_pos)
+
+        neg_index = torch.where((max_iou < self.neg_iou_thresh_hi) &
+                                (max_iou >= self.neg_iou_thresh_lo))[0]
+        n_neg = int(min(self.n_sample - n_pos, len(neg_index)))
+        if len(neg_index):
+            neg_index = _random_choice(neg_index, n_neg)
+
+        keep_index = torch.cat((pos_index, neg_index))
+        sample_roi = roi[keep_index]
+        gt_roi_label = label.new_zeros(len(keep_index))
+        if n_bbox:
+            gt_roi_label[:n_pos] = label[gt_assignment[pos_index]] + 1
+            gt_roi_loc = bbox2loc(sample_roi, bbox[gt_assignment[keep_index]])
+        else:
+            gt_roi_loc = roi.new_zeros((len(keep_index), 4))
+        mean = roi.new_tensor(loc_normalize_mean)
+        std = roi.new_tensor(loc_normalize_std)
+        gt_roi_loc = (gt_roi_loc - mean) / std
+        return as_output(is_numpy, sample_roi, gt_roi_loc, gt_roi_label)
+
+
+class AnchorTargetCreator:
+    """Assigns ground truth boxes to anchors for the RPN's training.
+
+    Only anchors fully inside the image are labelled. An anchor is positive
+    when its IoU with some gt box is >= ``pos_iou_thresh`` or when it ties
+    for a gt box's highest IoU; negative when its best IoU is below
+    ``neg_iou_thresh``. Positives beyond ``n_sample * pos_ratio`` and
+    negatives beyond ``n_sample`` minus the positives are dropped at random.
+
+    Args:
+        n_sample (int): The number of anchors to sample.
+        pos_iou_thresh (float): IoU threshold for a positive.
+        neg_iou_thresh (float): A negative's best IoU is below this.
+        pos_ratio (float): The largest fraction of positives.
+    """
+
+    def __init__(self, n_sample=256, pos_iou_thresh=0.7, neg_iou_thresh=0.3,
+                 pos_ratio=0.5):
+        if n_sample < 1:
+            raise ValueError('n_sample must be positive, got {}'.format(n_sample))
+        _check_thresh(pos_iou_thresh=pos_iou_thresh,
+                      neg_iou_thresh=neg_iou_thresh, pos_ratio=pos_ratio)
+        if neg_iou_thresh > pos_iou_thresh:
+            raise ValueError('neg_iou_thresh ({}) must not exceed '
+                             'pos_iou_thresh ({})'.format(neg_iou_thresh,
+                                                          pos_iou_thresh))
+        self.n_sample = n_sample
+        self.pos_iou_thresh = pos_iou_thresh
+        self.neg_iou_thresh = neg_iou_thresh
+        self.pos_ratio = pos_ratio
+
+    @torch.no_grad()
+    def __call__(self, bbox, anchor, img_size):
+        """Labels the anchors and gives each its offsets to its best gt box.
+
+        Args:
+            bbox (array): Ground truth boxes, shape :math:`(R, 4)`, each
+                ``(y_min, x_min, y_max, x_max)``; R may be 0.
+            anchor (array): Anchors, shape :math:`(S, 4)`, same order.
+            img_size (tuple of ints): ``(H, W)`` of the image.
+
+        Returns:
+            (array, array):
+            * **loc**: :math:`(S, 4)` offsets from each anchor to its best gt
+              box; 0 for anchors outside the image.
+            * **label**: :math:`(S,)` int32, 1 positive, 0 negative, -1
+              ignored.
+        """
+        is_numpy, (bbox, anchor) = as_tensors(bbox, anchor)
+        check_bbox(bbox)
+        bbox = bbox.to(anchor)
+        img_H, img_W = img_size
+        n_anchor = len(anchor)
+        inside_index = _get_inside_index(anchor, img_H, img_W)
+        anchor = anchor[inside_index]
+        argmax_ious, label = self._create_label(anchor, bbox)
+
+        if len(bbox):
+            loc = bbox2loc(anchor, bbox[argmax_ious])
+        else:
+            loc = anchor.new_zeros((len(anchor), 4))
+        label = _unmap(label, n_anchor, inside_index, fill=-1)
+        loc = _unmap(loc, n_anchor, inside_index, fill=0)
+        return as_output(is_numpy, loc, label)
+
+    def _create_label(self, anchor, bbox):
+        label = torch.full((len(anchor),), -1, dtype=torch.int32,
+                           device=anchor.device)
+        argmax_ious, max_ious, gt_argmax_ious = _calc_ious(anchor, bbox)
+
+        label[max_ious < self.neg_iou_thresh] = 0
+        label[gt_argmax_ious] = 1
+        label[max_ious >= self.pos_iou_thresh] = 1
+
+        n_pos = int(self.pos_ratio * self.n_sample)
+        pos_index = torch.where(label == 1)[0]
+        if len(pos_index) > n_pos:
+            label[_random_choice(pos_index, len(pos_index) - n_pos)] = -1
+
+        n_neg = self.n_sample - int((label == 1).sum())
+        neg_index = torch.where(label == 0)[0]
+        if len(neg_index) > n_neg:
+            label[_random_choice(neg_index, len(neg_index) - n_neg)] = -1
+        return argmax_ious, label
+
+
+def _calc_ious(anchor, bbox):
+    """Best gt box of each anchor, its IoU, and the anchors tied for the best
+    IoU of some gt box (with repeats, as the original)."""
+    if len(bbox) == 0 or len(anchor) == 0:
+        argmax_ious = anchor.new_zeros(len(anchor), dtype=torch.long)
+        max_ious = anchor.new_zeros(len(anchor))
+        return argmax_ious, max_ious, argmax_ious[:0]
+    ious = bbox_iou(anchor, bbox)
+    argmax_ious = ious.argmax(dim=1)
+    max_ious = ious.gather(1, argmax_ious[:, None])[:, 0]
+    gt_max_ious = ious.max(dim=0).values
+    gt_argmax_ious = torch.where(ious == gt_max_ious)[0]
+    return argmax_ious, max_ious, gt_argmax_ious
+
+
+def _get_inside_index(anchor, H, W):
+    """Indices of the anchors lying fully inside an H x W image."""
+    return torch.where((anchor[:, 0] >= 0) & (anchor[:, 1] >= 0) &
+                       (anchor[:, 2] <= H) & (anchor[:, 3] <= W))[0]
+
+
+class ProposalCreator:
+    """Turns the RPN's predictions on anchors into proposals (RoIs).
+
+    Decodes the offsets on the anchors, clips to the image, drops boxes
+    smaller than ``min_size * scale``, keeps the ``n_pre_nms`` best by
+    score, suppresses overlaps at ``nms_thresh`` and keeps the first
+    ``n_post_nms``. The train or test counts are used according to
+    ``parent_model.training``.
+
+    Args:
+        parent_model (torch.nn.Module): The module whose ``training`` flag
+            picks the counts (the RPN that owns this creator).
+        nms_thresh (float): IoU threshold of the NMS.
+        n_train_pre_nms (int): Boxes kept before NMS in training.
+        n_train_post_nms (int): Boxes kept after NMS in training.
+        n_test_pre_nms (int): Boxes kept before NMS in testing.
+        n_test_post_nms (int): Boxes kept after NMS in testing.
+        min_size (int): Smallest height and width, in pixels of the
+            original image.
+    """
+
+    def __init__(self, parent_model, nms_thresh=0.7, n_train_pre_nms=12000,
+                 n_train_post_nms=2000, n_test_pre_nms=6000,
+                 n_test_post_nms=300, min_size=16):
+        _check_thresh(nms_thresh=nms_thresh)
+        self.parent_model = parent_model
+        self.nms_thresh = nms_thresh
+        self.n_train_pre_nms = n_train_pre_nms
+        self.n_train_post_nms = n_train_post_nms
+        self.n_test_pre_nms = n_test_pre_nms
+        self.n_test_post_nms = n_test_post_nms
+        self.min_size = min_size
+
+    @torch.no_grad()
+    def __call__(self, loc, score, anchor, img_size, scale=1.):
+        """Proposes RoIs for one image.
+
+        Args:
+            loc (array): Predicted offsets, shape :math:`(HWA, 4)`.
+            score (array): Predicted foreground probabilities,
+                shape :math:`(HWA,)`.
+            anchor (array): Anchors, shape :math:`(HWA, 4)`, each
+                ``(y_min, x_min, y_max, x_max)``.
+            img_size (tuple of ints): ``(H, W)`` of the scaled image.
+            scale (float): The scaling applied to the original image.
+
+        Returns:
+            array: Proposals, shape :math:`(R', 4)`, each
+            ``(y_min, x_min, y_max, x_max)``, best first.
+        """
+        is_numpy, (loc, score, anchor) = as_tensors(loc, score, anchor)
+        if self.parent_model.training:
+            n_pre_nms = self.n_train_pre_nms
+            n_post_nms = self.n_train_post_nms
+        else:
+            n_pre_nms = self.n_test_pre_nms
+            n_post_nms = self.n_test_post_nms
+
+        roi = loc2bbox(anchor, loc)
+        roi[:, 0::2] = roi[:, 0::2].clamp(0, img_size[0])
+        roi[:, 1::2] = roi[:, 1::2].clamp(0, img_size[1])
+
+        min_size = self.min_size * scale
+        hs = roi[:, 2] - roi[:, 0]
+        ws = roi[:, 3] - roi[:, 1]
+        keep = torch.where((hs >= min_size) & (ws >= min_size))[0]
+        roi = roi[keep]
+        score = score[keep]
+
+        # Best first; ties in the reverse of index order, as numpy's
+        # argsort()[::-1] leaves them.
+        order = score.argsort(stable=True).flip(0)
+        if n_pre_nms > 0:
+            order = order[:n_pre_nms]
+        roi = roi[order]
+        keep = nms(roi, score[order], self.nms_thresh)
+        if n_post_nms > 0:
+            keep = keep[:n_post_nms]
+        return as_output(is_numpy, roi[keep])

@@ -1,0 +1,282 @@
+"""Training of Faster R-CNN: targets, the four losses, meters, checkpoints.
+
+Shape shorthand: S sampled anchors or RoIs, L foreground classes.
+"""
+import os
+import random
+import time
+from collections import namedtuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchnet.meter import AverageValueMeter, ConfusionMeter
+
+from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
+
+LossTuple = namedtuple('LossTuple', ['rpn_loc_loss', 'rpn_cls_loss',
+                                     'roi_loc_loss', 'roi_cls_loss',
+                                     'total_loss'])
+
+
+class FasterRCNNTrainer(nn.Module):
+    """Wraps a Faster R-CNN for training: it makes the targets and the losses.
+
+    The losses are:
+    * rpn_loc_loss: smooth L1 (``rpn_sigma``) of the RPN's offsets on
+      positive anchors.
+    * rpn_cls_loss: cross-entropy of the RPN's objectness.
+    * roi_loc_loss: smooth L1 (``roi_sigma``) of the head's offsets on
+      positive RoIs.
+    * roi_cls_loss: cross-entropy of the head's classes.
+
+    Args:
+        faster_rcnn (model.faster_rcnn.FasterRCNN): The model to train.
+        rpn_sigma (float): Sigma of the RPN's smooth L1 loss.
+        roi_sigma (float): Sigma of the head's smooth L1 loss.
+        lr (float): Learning rate (biases get twice this).
+        weight_decay (float): Weight decay (biases get none).
+        use_adam (bool): Adam instead of SGD with momentum.
+        anchor_target_creator (AnchorTargetCreator): Default: built here.
+        proposal_target_creator (ProposalTargetCreator): Default: built here.
+        vis (utils.vis_tool.Visualizer): Optional dashboard whose state is
+            saved with the checkpoints.
+        config (dict): Optional settings saved with the checkpoints.
+    """
+
+    def __init__(self, faster_rcnn, rpn_sigma=3., roi_sigma=1., lr=1e-3,
+                 weight_decay=5e-4, use_adam=False, anchor_target_creator=None,
+                 proposal_target_creator=None, vis=None, config=None):
+        super().__init__()
+        self.faster_rcnn = faster_rcnn
+        self.rpn_sigma = rpn_sigma
+        self.roi_sigma = roi_sigma
+        self.anchor_target_creator = (anchor_target_creator or
+                                      AnchorTargetCreator())
+        self.proposal_target_creator = (proposal_target_creator or
+                                        ProposalTargetCreator())
+        self.loc_normalize_mean = faster_rcnn.loc_normalize_mean
+        self.loc_normalize_std = faster_rcnn.loc_normalize_std
+        self.optimizer = faster_rcnn.get_optimizer(
+            lr=lr, weight_decay=weight_decay, use_adam=use_adam)
+        self.vis = vis
+        self.config = config or {}
+        self.n_step = 0
+
+        self.rpn_cm = ConfusionMeter(2)
+        self.roi_cm = ConfusionMeter(faster_rcnn.n_class)
+        self.meters = {k: AverageValueMeter() for k in LossTuple._fields}
+
+    def forward(self, imgs, bboxes, labels, scale):
+        """Forward the model and compute the losses.
+
+        Args:
+            imgs (torch.Tensor): A batch of one preprocessed image,
+                :math:`(1, 3, H, W)`.
+            bboxes (torch.Tensor): :math:`(1, R, 4)` gt boxes, each
+                ``(y_min, x_min, y_max, x_max)`` in the preprocessed image's
+                pixels; R may be 0.
+            labels (torch.Tensor): :math:`(1, R)` labels in
+                :math:`[0, L - 1]`.
+            scale (float): The scaling preprocessing applied to the image.
+
+        Returns:
+            LossTuple of five scalar tensors.
+        """
+        if imgs.shape[0] != 1 or len(bboxes) != 1 or len(labels) != 1:
+            raise ValueError('FasterRCNNTrainer supports a batch of exactly '
+                             'one image, got {}'.format(imgs.shape[0]))
+        img_size = tuple(imgs.shape[2:])
+        scale = float(scale)
+        features = self.faster_rcnn.extractor(imgs)
+        rpn_locs, rpn_scores, rois, roi_indices, anchor = \
+            self.faster_rcnn.rpn(features, img_size, scale)
+        bbox = bboxes[0]
+        label = labels[0]
+        rpn_score = rpn_scores[0]
+        rpn_loc = rpn_locs[0]
+
+        # The head's targets are sampled first, as in the original design,
+        # so that a numpy seed draws the same samples.
+        sample_roi, gt_roi_loc, gt_roi_label = self.proposal_target_creator(
+            rois, bbox, label, self.loc_normalize_mean, self.loc_normalize_std)
+        sample_roi_index = torch.zeros(len(sample_roi), device=imgs.device)
+        roi_cls_loc, roi_score = self.faster_rcnn.head(
+            features, sample_roi, sample_roi_index)
+
+        # RPN losses
+        gt_rpn_loc, gt_rpn_label = self.anchor_target_creator(
+            bbox, anchor, img_size)
+        gt_rpn_label = gt_rpn_label.long()
+        rpn_loc_loss = _fast_rcnn_loc_loss(rpn_loc, gt_rpn_loc, gt_rpn_label,
+                                           self.rpn_sigma)
+        rpn_cls_loss = F.cross_entropy(rpn_score, gt_rpn_label,
+                                       ignore_index=-1)
+        valid = gt_rpn_label > -1
+        self.rpn_cm.add(rpn_score.detach()[valid], gt_rpn_label[valid])
+
+        # RoI losses
+        n_sample = roi_cls_loc.shape[0]
+        gt_roi_label = gt_roi_label.long()
+        roi_cls_loc = roi_cls_loc.view(n_sample, -1, 4)
+        roi_loc = roi_cls_loc[torch.arange(n_sample, device=imgs.device),
+                              gt_roi_label]
+        roi_loc_loss = _fast_rcnn_loc_loss(roi_loc.contiguous(), gt_roi_loc,
+                                           gt_roi_label, self.roi_sigma)
+        roi_cls_loss = F.cross_entropy(roi_score, gt_roi_label)
+        self.roi_cm.add(roi_score.detach(), gt_roi_label)
+
+        losses = [rpn_loc_loss, rpn_cls_loss, roi_loc_loss, roi_cls_loss]
+        return LossTuple(*losses, sum(losses))
+
+    def train_step(self, imgs, bboxes, labels, scale):
+        """One SGD step on one image.
+
+        Returns:
+            LossTuple of the step.
+
+        Raises:
+            FloatingPointError: if a loss is not finite; the weights are left
+                as they were before the step.
+        """
+        self.optimizer.zero_grad()
+        losses = self.forward(imgs, bboxes, labels, scale)
+        self.n_step += 1
+        if not torch.isfinite(losses.total_loss):
+            raise FloatingPointError(
+                'non-finite loss at step {}: {}'.format(self.n_step, {
+                    k: float(v) for k, v in losses._asdict().items()}))
+        losses.total_loss.backward()
+        self.optimizer.step()
+        self.update_meters(losses)
+        return losses
+
+    def save(self, save_optimizer=False, save_path=None, **kwargs):
+        """Saves the model, settings, RNG states and ``kwargs``.
+
+        Args:
+            save_optimizer (bool): Also save the optimizer's state.
+            save_path (str): Where; default ``checkpoints/fasterrcnn_<time>``
+                followed by the values of ``kwargs``.
+            **kwargs: Saved under 'other_info' (e.g. epoch, best_map).
+
+        Returns:
+            str: The path written.
+        """
+        save_dict = dict(model=self.faster_rcnn.state_dict(),
+                         config=self.config, other_info=kwargs,
+                         n_step=self.n_step, rng=_rng_state())
+        if self.vis is not None:
+            save_dict['vis_info'] = self.vis.state_dict()
+        if save_optimizer:
+            save_dict['optimizer'] = self.optimizer.state_dict()
+        if save_path is None:
+            save_path = 'checkpoints/fasterrcnn_%s' % time.strftime('%m%d%H%M')
+            for value in kwargs.values():
+                save_path += '_%s' % value
+        save_dir = os.path.dirname(save_path)
+        if save_dir:
+            os.makedirs(save_dir, exist_ok=True)
+        tmp_path = save_path + '.tmp'
+        torch.save(save_dict, tmp_path)
+        os.replace(tmp_path, save_path)  # never leave a half-written file
+        return save_path
+
+    def load(self, path, load_optimizer=True, parse_opt=False):
+        """Loads a checkpoint written by :meth:`save` (or a bare state dict).
+
+        Args:
+            path (str): The checkpoint.
+            load_optimizer (bool): Restore the optimizer's state if saved.
+            parse_opt (bool): Keep the saved settings in ``self.config``
+                (the caller decides what to do with them).
+
+        Returns:
+            dict: The saved 'other_info' (empty for a bare state dict).
+        """
+        state = torch.load(path, map_location='cpu')
+        if 'model' not in state:  # a bare state dict
+            self.faster_rcnn.load_state_dict(state)
+            return {}
+        self.faster_rcnn.load_state_dict(state['model'])
+        if parse_opt:
+            self.config = state.get('config', {})
+        if load_optimizer and 'optimizer' in state:
+            self.optimizer.load_state_dict(state['optimizer'])
+        if self.vis is not None and 'vis_info' in state:
+            self.vis.load_state_dict(state['vis_info'])
+        self.n_step = state.get('n_step', 0)
+        if 'rng' in state:
+            _set_rng_state(state['rng'])
+        return state.get('other_info', {})
+
+    def update_meters(self, losses):
+        for key, value in losses._asdict().items():
+            self.meters[key].add(value.item())
+
+    def reset_meters(self):
+        for meter in self.meters.values():
+            meter.reset()
+        self.roi_cm.reset()
+        self.rpn_cm.reset()
+
+    def get_meter_data(self):
+        """Mean of each loss since the last reset, by name."""
+        return {k: v.value()[0] for k, v in self.meters.items()}
+
+
+def _rng_state():
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # Plain lists rather than numpy arrays, so that torch.load's safe
+    # (weights_only) mode reads the checkpoint.
+    state = dict(python=random.getstate(),
+                 numpy=(name, keys.tolist(), pos, has_gauss, cached),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    random.setstate(state['python'])
+    name, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos,
+                         has_gauss, cached))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _smooth_l1_loss(x, t, in_weight, sigma):
+    """Sum of the smooth L1 loss of ``in_weight * (x - t)``.
+
+    Quadratic ``sigma^2 / 2 * d^2`` where ``|d| < 1 / sigma^2``, linear
+    ``|d| - 0.5 / sigma^2`` elsewhere.
+    """
+    sigma2 = sigma ** 2
+    diff = in_weight * (x - t)
+    abs_diff = diff.abs()
+    flag = (abs_diff.detach() < (1. / sigma2)).to(diff.dtype)
+    y = (flag * (sigma2 / 2.) * (diff ** 2) +
+         (1 - flag) * (abs_diff - 0.5 / sigma2))
+    return y.sum()
+
+
+def _fast_rcnn_loc_loss(pred_loc, gt_loc, gt_label, sigma):
+    """Smooth L1 over the positives, divided by the number of labels >= 0.
+
+    Args:
+        pred_loc (torch.Tensor): :math:`(S, 4)` predicted offsets.
+        gt_loc (torch.Tensor): :math:`(S, 4)` target offsets.
+        gt_label (torch.Tensor): :math:`(S,)`; > 0 positive, 0 negative,
+            -1 ignored.
+        sigma (float): Sigma of the smooth L1.
+
+    Returns:
+        torch.Tensor: scalar loss.
+    """
+    in_weight = (gt_label > 0).to(gt_loc.dtype)[:, None].expand_as(gt_loc)
+    loc_loss = _smooth_l1_loss(pred_loc, gt_loc, in_weight, sigma)
+    # An image with no labelled anchor at all would divide by 0.
+    return loc_loss / (gt_label >= 0).sum().clamp(min=1).to(loc_loss.dtype)
