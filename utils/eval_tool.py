@@ -82,24 +82,17 @@ def calc_detection_voc_prec_rec(
         ValueError: if the iterables differ in length, or hold no box at
             all.
     """
-    pred_bboxes = iter(pred_bboxes)
-    pred_labels = iter(pred_labels)
-    pred_scores = iter(pred_scores)
-    gt_bboxes = iter(gt_bboxes)
-    gt_labels = iter(gt_labels)
-    if gt_difficults is None:
-        gt_difficults = itertools.repeat(None)
-    else:
-        gt_difficults = iter(gt_difficults)
+    inputs = [pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels]
+    if gt_difficults is not None:
+        inputs.append(gt_difficults)
 
     n_pos = defaultdict(int)
     score = defaultdict(list)
     match = defaultdict(list)
 
-    for pred_bbox, pred_label, pred_score, gt_bbox, gt_label, gt_difficult in \
-            zip(pred_bboxes, pred_labels, pred_scores,
-                gt_bboxes, gt_labels, gt_difficults):
-
+    for example in _zip_same_length(*inputs):
+        pred_bbox, pred_label, pred_score, gt_bbox, gt_label = example[:5]
+        gt_difficult = example[5] if gt_difficults is not None else None
         if gt_difficult is None:
             gt_difficult = np.zeros(gt_bbox.shape[0], dtype=bool)
 
@@ -151,12 +144,6 @@ def calc_detection_voc_prec_rec(
                 else:
                     match[l].append(0)
 
-    for iter_ in (
-            pred_bboxes, pred_labels, pred_scores,
-            gt_bboxes, gt_labels, gt_difficults):
-        if next(iter_, None) is not None:
-            raise ValueError('Length of input iterables need to be same.')
-
     if not n_pos:
         raise ValueError(
             'calc_detection_voc_prec_rec got no predicted and no ground truth '
@@ -177,12 +164,28 @@ def calc_detection_voc_prec_rec(
 
         # If an element of fp + tp is 0,
         # the corresponding element of prec[l] is nan.
-        prec[l] = tp / (fp + tp)
+        with np.errstate(invalid='ignore'):
+            prec[l] = tp / (fp + tp)
         # If n_pos[l] is 0, rec[l] is None.
         if n_pos[l] > 0:
             rec[l] = tp / n_pos[l]
 
     return prec, rec
+
+
+def _zip_same_length(*iterables):
+    """Like :func:`zip`, but raises ValueError if the lengths differ.
+
+    Unlike checking what is left after :func:`zip`, this also catches an
+    earlier iterable that is one item longer than a later one.
+    """
+    sentinel = object()
+    for items in itertools.zip_longest(*iterables, fillvalue=sentinel):
+        if any(item is sentinel for item in items):
+            raise ValueError(
+                'the predictions and ground truths must hold one entry per '
+                'image, but their lengths differ')
+        yield items
 
 
 def calc_detection_voc_ap(prec, rec, use_07_metric=False):
