@@ -135,19 +135,19 @@ class VOCBboxDataset:
             if is_difficult and not self.use_difficult:
                 continue
             difficult.append(is_difficult)
-            # Subtract 1 to make the 1-based pixel indexes 0-based.
             bndbox = obj.find('bndbox')
             if bndbox is None:
                 raise ValueError(
                     'annotation file {}: an object has no <bndbox>'.format(
                         anno_file))
-            box = [_read_number(anno_file, bndbox, tag) - 1
+            box = [_read_number(anno_file, bndbox, tag)
                    for tag in ('ymin', 'xmin', 'ymax', 'xmax')]
             if box[0] > box[2] or box[1] > box[3]:
                 raise ValueError(
                     'annotation file {}: box (ymin, xmin, ymax, xmax) = {} '
                     'has a min above its max'.format(anno_file, box))
-            bbox.append(box)
+            # Subtract 1 to make the 1-based pixel indexes 0-based.
+            bbox.append([v - 1 for v in box])
             label.append(self._label_of(anno_file, obj))
 
         bbox = np.array(bbox, dtype=np.float32).reshape((-1, 4))
