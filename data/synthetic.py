@@ -49,8 +49,9 @@ def generate_scenes(n_images, img_size=256, label_names=TOY_LABEL_NAMES,
         p_difficult (float): The probability that an object is drawn with
             low contrast and marked difficult.
 
-    Yields:
-        tuple of (img, bbox, label, difficult): the image, uint8 of shape
+    Returns:
+        iterator of tuples (img, bbox, label, difficult), one per scene,
+        checked before the first is drawn: the image, uint8 of shape
         :math:`(H, W, 3)`, RGB; the boxes, float32 of shape :math:`(R, 4)`,
         each ``(y_min, x_min, y_max, x_max)``, the first and last pixel rows
         and columns the object covers (0-based); the labels, int32 of shape
@@ -70,7 +71,14 @@ def generate_scenes(n_images, img_size=256, label_names=TOY_LABEL_NAMES,
             'object sizes must satisfy 1 <= min_obj_size <= max_obj_size <= '
             'img_size, got {}, {} and {}'.format(
                 min_obj_size, max_obj_size, img_size))
-    rng = np.random.default_rng(seed)
+    return _draw_scenes(np.random.default_rng(seed), n_images, img_size,
+                        label_names, min_obj_size, max_obj_size, max_n_obj,
+                        p_empty, p_difficult)
+
+
+def _draw_scenes(rng, n_images, img_size, label_names, min_obj_size,
+                 max_obj_size, max_n_obj, p_empty, p_difficult):
+    """The generator behind :func:`generate_scenes`, past its checks."""
     for _ in range(n_images):
         img = _background(rng, img_size)
         n_obj = 0 if rng.random() < p_empty else rng.integers(1, max_n_obj + 1)
@@ -111,12 +119,12 @@ def generate_voc(out_dir, n_images=400, img_size=256,
         raise ValueError(
             'expected n_images >= 1 and 0 <= test_fraction <= 1, got {} and '
             '{}'.format(n_images, test_fraction))
+    scenes = generate_scenes(n_images, img_size, label_names, seed,
+                             **scene_kwargs)
     for sub in ('JPEGImages', 'Annotations', os.path.join('ImageSets', 'Main')):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
 
     ids = ['{:06d}'.format(i + 1) for i in range(n_images)]
-    scenes = generate_scenes(n_images, img_size, label_names, seed,
-                             **scene_kwargs)
     for id_, (img, bbox, label, difficult) in zip(ids, scenes):
         Image.fromarray(img).save(
             os.path.join(out_dir, 'JPEGImages', id_ + '.jpg'), quality=95)
@@ -219,8 +227,8 @@ def _object_colour(rng, img, box, is_difficult):
 
 
 def _draw_shape(rng, draw, name, box, colour):
-    """Draws the shape ``name`` filling exactly the pixels rows and columns
-    of ``box`` ``(y_min, x_min, y_max, x_max)``."""
+    """Draws the shape ``name`` spanning exactly the pixel rows and columns
+    of ``box``, ``(y_min, x_min, y_max, x_max)``."""
     y0, x0, y1, x1 = (int(v) for v in box)
     side = min(y1 - y0, x1 - x0) + 1
     if name == 'circle':

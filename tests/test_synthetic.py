@@ -144,4 +144,6 @@ def test_command_line(tmp_path):
 
 def test_unknown_class_lists_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match='circle, square'):
-        generate_voc(str(tmp_path), n_images=1, label_names=('hexagon',))
+        generate_voc(str(tmp_path / 'out'), n_images=1,
+                     label_names=('hexagon',))
+    assert not (tmp_path / 'out').exists()
