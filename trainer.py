@@ -183,7 +183,7 @@ class FasterRCNNTrainer(nn.Module):
         os.replace(tmp_path, save_path)  # never leave a half-written file
         return save_path
 
-    def load(self, path, load_optimizer=True, parse_opt=False):
+    def load(self, path, load_optimizer=True, parse_opt=False, resume=False):
         """Loads a checkpoint written by :meth:`save` (or a bare state dict).
 
         Args:
@@ -191,6 +191,9 @@ class FasterRCNNTrainer(nn.Module):
             load_optimizer (bool): Restore the optimizer's state if saved.
             parse_opt (bool): Keep the saved settings in ``self.config``
                 (the caller decides what to do with them).
+            resume (bool): Also restore the step count and the random
+                states of python, numpy and torch, to continue an
+                interrupted run.
 
         Returns:
             dict: The saved 'other_info' (empty for a bare state dict).
@@ -206,8 +209,8 @@ class FasterRCNNTrainer(nn.Module):
             self.optimizer.load_state_dict(state['optimizer'])
         if self.vis is not None and 'vis_info' in state:
             self.vis.load_state_dict(state['vis_info'])
-        self.n_step = state.get('n_step', 0)
-        if 'rng' in state:
+        if resume:
+            self.n_step = state['n_step']
             _set_rng_state(state['rng'])
         return state.get('other_info', {})
 

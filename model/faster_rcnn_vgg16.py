@@ -135,15 +135,18 @@ class VGG16RoIHead(nn.Module):
         n_class (int): The number of classes, background included (L + 1).
         roi_size (int): Height and width of the pooled features.
         spatial_scale (float): Feature size over image size.
-        classifier (nn.Module): ``(R', C * roi_size ** 2) -> (R', 4096)``,
+        classifier (nn.Module): ``(R', C * roi_size ** 2) -> (R', n_feature)``,
             VGG16's fc6 and fc7.
+        n_feature (int): Width of the classifier's output (4096 for VGG16;
+            smaller heads built on this one set their own).
     """
 
-    def __init__(self, n_class, roi_size, spatial_scale, classifier):
+    def __init__(self, n_class, roi_size, spatial_scale, classifier,
+                 n_feature=4096):
         super().__init__()
         self.classifier = classifier
-        self.cls_loc = nn.Linear(4096, n_class * 4)
-        self.score = nn.Linear(4096, n_class)
+        self.cls_loc = nn.Linear(n_feature, n_class * 4)
+        self.score = nn.Linear(n_feature, n_class)
         normal_init(self.cls_loc, 0, 0.001)
         normal_init(self.score, 0, 0.01)
         self.n_class = n_class

@@ -1,0 +1,69 @@
+"""A small Faster R-CNN for the generated toy dataset and CPU training.
+
+The same RPN, RoI head and :class:`FasterRCNN` as the VGG16 model, on a
+small convolutional extractor (stride 16, GroupNorm so that a batch of one
+image is normalized the same way in training and testing) and a narrow
+classifier. It trains from scratch in minutes on a CPU.
+"""
+from torch import nn
+
+from model.faster_rcnn import FasterRCNN
+from model.faster_rcnn_vgg16 import VGG16RoIHead
+from model.region_proposal_network import RegionProposalNetwork
+
+
+def _conv_block(in_channels, out_channels, stride=1, kernel_size=3):
+    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                      kernel_size // 2, bias=False),
+            nn.GroupNorm(8, out_channels), nn.ReLU(inplace=True)]
+
+
+def toy_extractor(width=32):
+    """A five-stage extractor of stride 16: (N, 3, H, W) -> (N, 8 width,
+    H / 16, W / 16)."""
+    w = width
+    layers = (_conv_block(3, w, stride=2, kernel_size=5) +          # 1/2
+              _conv_block(w, 2 * w, stride=2) +                     # 1/4
+              _conv_block(2 * w, 2 * w) +
+              _conv_block(2 * w, 4 * w, stride=2) +                 # 1/8
+              _conv_block(4 * w, 4 * w) +
+              _conv_block(4 * w, 8 * w, stride=2) +                 # 1/16
+              _conv_block(8 * w, 8 * w) +
+              _conv_block(8 * w, 8 * w))
+    return nn.Sequential(*layers)
+
+
+class FasterRCNNToy(FasterRCNN):
+    """Faster R-CNN with a small extractor, for small images and objects.
+
+    Args:
+        n_fg_class (int): The number of foreground classes (L).
+        ratios (list of floats): Height-to-width ratios of the anchors.
+        anchor_scales (list of numbers): Anchor sizes in multiples of 16 px;
+            the default 1.5, 3, 6 gives 24, 48 and 96 px anchors, to match
+            objects of 20-90 px.
+        width (int): Channels of the first stage (the last has 8x).
+        n_feature (int): Width of the head's two fully connected layers.
+        min_size (int): Preprocessing: the shorter side's length.
+        max_size (int): Preprocessing: the longer side's largest length.
+    """
+
+    feat_stride = 16
+
+    def __init__(self, n_fg_class=5, ratios=[0.5, 1, 2],
+                 anchor_scales=[1.5, 3, 6], width=32, n_feature=256,
+                 min_size=256, max_size=256):
+        extractor = toy_extractor(width)
+        rpn = RegionProposalNetwork(
+            8 * width, 8 * width, ratios=ratios, anchor_scales=anchor_scales,
+            feat_stride=self.feat_stride)
+        roi_size = 7
+        classifier = nn.Sequential(
+            nn.Linear(8 * width * roi_size ** 2, n_feature),
+            nn.ReLU(inplace=True),
+            nn.Linear(n_feature, n_feature), nn.ReLU(inplace=True))
+        head = VGG16RoIHead(n_class=n_fg_class + 1, roi_size=roi_size,
+                            spatial_scale=1. / self.feat_stride,
+                            classifier=classifier, n_feature=n_feature)
+        super().__init__(extractor, rpn, head, min_size=min_size,
+                         max_size=max_size)
