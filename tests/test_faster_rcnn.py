@@ -1,0 +1,444 @@
+"""FasterRCNN composed from a tiny extractor, the real RPN and a tiny head:
+forward, predict in both modes, settings in the state dict, bad input, and a
+training step through FasterRCNNTrainer."""
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+from torchvision.ops import nms
+
+import model.faster_rcnn as faster_rcnn_module
+import reference_original as ref
+from data.dataset import preprocess
+from trainer import FasterRCNNTrainer, LossTuple
+
+N_FG_CLASS = 3
+N_CLASS = N_FG_CLASS + 1
+
+
+def raw_image(rng, h, w):
+    """A raw CHW RGB image in [0, 255], float32."""
+    return rng.uniform(0, 255, size=(3, h, w)).astype(np.float32)
+
+
+def force_scores(model, bias):
+    """Makes the head's class scores the given constants."""
+    with torch.no_grad():
+        model.head.score.weight.zero_()
+        model.head.score.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+def check_detections(bboxes, labels, scores, sizes, score_thresh=0.):
+    assert isinstance(bboxes, list) and isinstance(labels, list)
+    assert isinstance(scores, list)
+    assert len(bboxes) == len(labels) == len(scores) == len(sizes)
+    for bbox, label, score, (H, W) in zip(bboxes, labels, scores, sizes):
+        assert isinstance(bbox, np.ndarray) and bbox.dtype == np.float32
+        assert isinstance(label, np.ndarray) and label.dtype == np.int32
+        assert isinstance(score, np.ndarray) and score.dtype == np.float32
+        R = len(bbox)
+        assert bbox.shape == (R, 4) and label.shape == (R,)
+        assert score.shape == (R,)
+        assert ((label >= 0) & (label < N_FG_CLASS)).all()
+        assert (score > score_thresh).all()
+        assert (bbox[:, 0::2] >= 0).all() and (bbox[:, 0::2] <= H).all()
+        assert (bbox[:, 1::2] >= 0).all() and (bbox[:, 1::2] <= W).all()
+        assert (bbox[:, 2:] >= bbox[:, :2]).all()
+
+
+# ----------------------------------------------------------------- forward
+
+@pytest.mark.parametrize('n', [1, 2])
+def test_forward_shapes(make_tiny_faster_rcnn, device, n):
+    model = make_tiny_faster_rcnn().to(device)
+    assert model.n_class == N_CLASS
+    x = torch.randn(n, 3, 96, 128, device=device)
+    roi_cls_locs, roi_scores, rois, roi_indices = model(x, scale=1.)
+    R = len(rois)
+    assert R > 0
+    assert tuple(roi_cls_locs.shape) == (R, N_CLASS * 4)
+    assert tuple(roi_scores.shape) == (R, N_CLASS)
+    assert tuple(rois.shape) == (R, 4)
+    assert tuple(roi_indices.shape) == (R,)
+    assert roi_cls_locs.device == device and roi_scores.device == device
+    for out in (rois, roi_indices):
+        if isinstance(out, torch.Tensor):
+            assert out.device == device
+    assert set(torch.as_tensor(roi_indices).cpu().tolist()) == set(range(n))
+
+
+def test_forward_rejects_an_image_smaller_than_one_stride(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    with pytest.raises(ValueError, match='stride'):
+        model(torch.zeros(1, 3, 8, 64))
+
+
+# ----------------------------------------------------------------- predict
+
+def test_predict_visualize_takes_raw_images_of_different_sizes(
+        make_tiny_faster_rcnn, device):
+    model = make_tiny_faster_rcnn().to(device)
+    force_scores(model, [0., 4., 3., 0.])  # classes 1 and 2 likely
+    rng = np.random.RandomState(0)
+    imgs = [raw_image(rng, 50, 80), raw_image(rng, 90, 60),
+            raw_image(rng, 70, 70).astype(np.uint8)]
+    sizes = [img.shape[1:] for img in imgs]
+    bboxes, labels, scores = model.predict(imgs, visualize=True)
+    check_detections(bboxes, labels, scores, sizes, score_thresh=0.7)
+    # class 1 (label 0) has probability e^4 / (e^4 + e^3 + 2) ~ 0.70 > 0.7
+    assert all(len(b) > 0 for b in bboxes)
+    assert all((label == 0).all() for label in labels)
+
+
+def test_predict_accepts_tensors(make_tiny_faster_rcnn, device):
+    model = make_tiny_faster_rcnn().to(device)
+    force_scores(model, [0., 5., 0., 0.])
+    rng = np.random.RandomState(1)
+    img = torch.from_numpy(raw_image(rng, 64, 96)).to(device)
+    bboxes, labels, scores = model.predict([img], visualize=True)
+    check_detections(bboxes, labels, scores, [(64, 96)], score_thresh=0.7)
+    assert len(bboxes[0]) > 0
+
+
+def test_predict_follows_the_spec_postprocessing(make_tiny_faster_rcnn):
+    # visualize=False: preprocessed input plus original sizes. Compare with
+    # the spec written out: de-normalize by std and mean, decode on the RoIs
+    # scaled back, clip, softmax, per-class NMS at 0.3 with score > 0.05.
+    mean, std = (0.05, -0.05, 0.1, 0.), (0.1, 0.1, 0.2, 0.2)
+    model = make_tiny_faster_rcnn(loc_normalize_mean=mean,
+                                  loc_normalize_std=std)
+    with torch.no_grad():
+        model.head.cls_loc.weight.mul_(5)
+    rng = np.random.RandomState(2)
+    imgs = [rng.normal(size=(3, 64, 96)).astype(np.float32),
+            rng.normal(size=(3, 80, 64)).astype(np.float32)]
+    sizes = [(40, 60), (100, 80)]
+    bboxes, labels, scores = model.predict(imgs, sizes=sizes)
+    check_detections(bboxes, labels, scores, sizes, score_thresh=0.05)
+
+    model.eval()
+    for img, size, bbox, label, score in zip(imgs, sizes, bboxes, labels,
+                                             scores):
+        scale = img.shape[2] / size[1]
+        with torch.no_grad():
+            roi_cls_loc, roi_score, rois, _ = model(
+                torch.from_numpy(img)[None], scale=scale)
+        roi = torch.as_tensor(rois).numpy() / scale
+        loc = (roi_cls_loc.numpy().reshape(-1, N_CLASS, 4) * np.array(std) +
+               np.array(mean)).astype(np.float32)
+        cls_bbox = ref.loc2bbox(np.repeat(roi, N_CLASS, axis=0),
+                                loc.reshape(-1, 4)).reshape(-1, N_CLASS, 4)
+        cls_bbox[..., 0::2] = cls_bbox[..., 0::2].clip(0, size[0])
+        cls_bbox[..., 1::2] = cls_bbox[..., 1::2].clip(0, size[1])
+        prob = F.softmax(roi_score, dim=1).numpy()
+        want_bbox, want_label, want_score = [], [], []
+        for l in range(1, N_CLASS):
+            mask = prob[:, l] > 0.05
+            box_l = torch.from_numpy(cls_bbox[mask, l])
+            prob_l = torch.from_numpy(prob[mask, l])
+            keep = nms(box_l, prob_l, 0.3).numpy()
+            want_bbox.append(box_l.numpy()[keep])
+            want_label += [l - 1] * len(keep)
+            want_score.append(prob_l.numpy()[keep])
+        assert len(want_label) > 0
+        np.testing.assert_allclose(bbox, np.concatenate(want_bbox), atol=1e-3)
+        np.testing.assert_array_equal(label, want_label)
+        np.testing.assert_allclose(score, np.concatenate(want_score),
+                                   rtol=1e-5)
+
+
+def test_predict_with_nothing_found_gives_empty_arrays(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    force_scores(model, [50., 0., 0., 0.])  # background everywhere
+    rng = np.random.RandomState(3)
+    for visualize in (True, False):
+        img = raw_image(rng, 60, 90)
+        if visualize:
+            out = model.predict([img], visualize=True)
+        else:
+            out = model.predict([preprocess(img, 64, 128)], sizes=[(60, 90)])
+        bboxes, labels, scores = out
+        assert bboxes[0].shape == (0, 4) and bboxes[0].dtype == np.float32
+        assert labels[0].shape == (0,) and labels[0].dtype == np.int32
+        assert scores[0].shape == (0,) and scores[0].dtype == np.float32
+
+
+@pytest.mark.parametrize('training', [True, False])
+@pytest.mark.parametrize('preset', ['evaluate', 'visualize'])
+@pytest.mark.parametrize('visualize', [True, False])
+def test_predict_restores_mode_and_preset(make_tiny_faster_rcnn, monkeypatch,
+                                          training, preset, visualize):
+    model = make_tiny_faster_rcnn()
+    model.train(training)
+    model.use_preset(preset)
+    seen = []
+    head_forward = model.head.forward
+
+    def spy(*args, **kwargs):
+        seen.append((model.training, model.rpn.training, model.score_thresh,
+                     model.nms_thresh))
+        return head_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model.head, 'forward', spy)
+    img = raw_image(np.random.RandomState(4), 64, 80)
+    if visualize:
+        model.predict([img], visualize=True)
+    else:
+        model.predict([preprocess(img, 64, 128)], sizes=[(64, 80)])
+
+    # during the call: eval mode; visualize=True uses the visualize preset
+    want_thresh = 0.7 if (visualize or preset == 'visualize') else 0.05
+    assert seen == [(False, False, want_thresh, 0.3)]
+    # after: as found
+    assert model.training == training
+    assert all(m.training == training for m in model.modules())
+    assert model.preset == preset
+    assert model.score_thresh == (0.7 if preset == 'visualize' else 0.05)
+    assert model.nms_thresh == 0.3
+
+
+def test_predict_restores_the_mode_after_an_error(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    model.train()
+    model.use_preset('evaluate')
+    with pytest.raises(ValueError, match='stride'):
+        model.predict([np.zeros((3, 8, 40), np.float32)], sizes=[(8, 40)])
+    assert model.training and model.rpn.training
+    assert model.preset == 'evaluate'
+
+
+def test_predict_uses_the_models_preprocessing(make_tiny_faster_rcnn,
+                                               monkeypatch):
+    real = faster_rcnn_module.preprocess
+    calls = []
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(real).bind(*args, **kwargs)
+        bound.apply_defaults()
+        out = real(*args, **kwargs)
+        calls.append((dict(bound.arguments), out.shape))
+        return out
+
+    monkeypatch.setattr(faster_rcnn_module, 'preprocess', spy)
+    model = make_tiny_faster_rcnn(min_size=64, max_size=100)
+    scales = []
+    rpn_forward = model.rpn.forward
+
+    def rpn_spy(x, img_size, scale=1.):
+        scales.append((tuple(img_size), scale))
+        return rpn_forward(x, img_size, scale)
+
+    monkeypatch.setattr(model.rpn, 'forward', rpn_spy)
+    rng = np.random.RandomState(5)
+    img = raw_image(rng, 50, 80)
+    model.predict([img], visualize=True)
+    (arguments, shape), = calls
+    assert arguments['min_size'] == 64 and arguments['max_size'] == 100
+    assert arguments['caffe_pretrain'] is False
+    # 50 x 80 scaled by min(64 / 50, 100 / 80) = 1.25 -> 62.5 x 100
+    assert shape[0] == 3 and shape[2] == 100 and shape[1] in (62, 63)
+    (img_size, scale), = scales
+    assert img_size == tuple(shape[1:])
+    assert scale == pytest.approx(1.25)
+
+    calls.clear()
+    model.caffe_pretrain = True
+    model.min_size, model.max_size = 96, 1000
+    model.predict([img], visualize=True)
+    (arguments, shape), = calls
+    assert arguments['caffe_pretrain'] is True
+    assert arguments['min_size'] == 96 and arguments['max_size'] == 1000
+    assert shape[1:] == (96, 154) or shape[1:] == (96, 153)
+
+    # visualize=False does not preprocess
+    calls.clear()
+    model.predict([preprocess(img, 64, 100)], sizes=[(50, 80)])
+    assert calls == []
+
+
+def test_use_preset(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    assert model.preset == 'evaluate'
+    assert (model.nms_thresh, model.score_thresh) == (0.3, 0.05)
+    model.use_preset('visualize')
+    assert (model.nms_thresh, model.score_thresh) == (0.3, 0.7)
+    with pytest.raises(ValueError, match='bogus'):
+        model.use_preset('bogus')
+    assert model.preset == 'visualize'
+
+
+# --------------------------------------------------------------- bad input
+
+BAD_IMAGES = [
+    (np.zeros((50, 60, 3), np.float32), r'\(3, H, W\)'),   # HWC
+    (np.zeros((50, 60), np.float32), r'\(3, H, W\)'),      # 2-D
+    (np.zeros((4, 50, 60), np.float32), r'\(3, H, W\)'),   # 4 channels
+    (np.zeros((1, 3, 50, 60), np.float32), r'\(3, H, W\)'),  # a batch
+    (np.zeros((3, 50, 60), bool), 'dtype'),
+    (np.zeros((3, 50, 60), np.complex64), 'dtype'),
+    (np.empty((3, 50, 60), object), 'dtype'),
+    (torch.zeros((3, 50, 60), dtype=torch.bool), 'dtype'),
+    (torch.zeros((50, 60, 3)), r'\(3, H, W\)'),
+]
+
+
+@pytest.mark.parametrize('img, message', BAD_IMAGES)
+@pytest.mark.parametrize('visualize', [True, False])
+def test_predict_rejects_bad_images(make_tiny_faster_rcnn, img, message,
+                                    visualize):
+    model = make_tiny_faster_rcnn()
+    good = np.zeros((3, 64, 64), np.float32)
+    with pytest.raises(ValueError, match=message) as info:
+        model.predict([good, img], sizes=[(64, 64), (50, 60)],
+                      visualize=visualize)
+    assert 'image 1' in str(info.value)
+
+
+def test_predict_rejects_an_image_smaller_than_one_stride(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    with pytest.raises(ValueError, match='stride'):
+        model.predict([np.zeros((3, 12, 64), np.float32)], sizes=[(12, 64)])
+
+
+def test_predict_without_sizes_is_a_value_error(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    img = np.zeros((3, 64, 64), np.float32)
+    with pytest.raises(ValueError, match='sizes'):
+        model.predict([img])
+    with pytest.raises(ValueError, match='sizes'):
+        model.predict([img, img], sizes=[(64, 64)])
+
+
+# ------------------------------------------------ settings in the state dict
+
+def test_preprocessing_settings_travel_in_the_state_dict(
+        make_tiny_faster_rcnn, tmp_path):
+    model = make_tiny_faster_rcnn(min_size=64, max_size=128,
+                                  caffe_pretrain=True)
+    state = model.state_dict()
+    assert state['_extra_state'] == dict(min_size=64, max_size=128,
+                                         caffe_pretrain=True)
+    path = tmp_path / 'model.pth'
+    torch.save(state, path)
+
+    other = make_tiny_faster_rcnn(min_size=600, max_size=1000, seed=1)
+    assert other.caffe_pretrain is False
+    other.load_state_dict(torch.load(path))
+    assert (other.min_size, other.max_size, other.caffe_pretrain) == \
+        (64, 128, True)
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(other.state_dict()[key], value), key
+
+
+def test_a_state_dict_without_settings_keeps_the_models(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn(min_size=64, max_size=128)
+    state = {k: v for k, v in model.state_dict().items()
+             if k != '_extra_state'}
+    other = make_tiny_faster_rcnn(min_size=300, max_size=500, seed=1)
+    other.load_state_dict(state)
+    assert (other.min_size, other.max_size) == (300, 500)
+    assert torch.equal(other.head.fc.weight, model.head.fc.weight)
+
+
+def test_loading_another_number_of_classes_is_a_value_error(
+        make_tiny_faster_rcnn):
+    state = make_tiny_faster_rcnn(n_fg_class=3).state_dict()
+    model = make_tiny_faster_rcnn(n_fg_class=5)
+    with pytest.raises(ValueError, match='classes'):
+        model.load_state_dict(state)
+
+
+# --------------------------------------------------------------- optimizer
+
+def test_get_optimizer_and_scale_lr(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    model.extractor[0].weight.requires_grad = False  # a frozen layer
+    optimizer = model.get_optimizer()
+    assert isinstance(optimizer, torch.optim.SGD)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = []
+    for group in optimizer.param_groups:
+        assert group['momentum'] == 0.9
+        for p in group['params']:
+            name = names[id(p)]
+            seen.append(name)
+            if name.endswith('bias'):
+                assert group['lr'] == pytest.approx(2e-3)
+                assert group['weight_decay'] == 0
+            else:
+                assert group['lr'] == pytest.approx(1e-3)
+                assert group['weight_decay'] == pytest.approx(5e-4)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(trainable)
+    assert 'extractor.0.weight' not in seen
+
+    lrs = [g['lr'] for g in optimizer.param_groups]
+    model.scale_lr(0.1)
+    assert [g['lr'] for g in optimizer.param_groups] == \
+        pytest.approx([lr * 0.1 for lr in lrs])
+    model.scale_lr()
+    assert [g['lr'] for g in optimizer.param_groups] == \
+        pytest.approx([lr * 0.01 for lr in lrs])
+
+    assert isinstance(model.get_optimizer(use_adam=True), torch.optim.Adam)
+
+
+# ------------------------------------------------------------------ trainer
+
+def training_batch(device, rng=None):
+    rng = rng or np.random.RandomState(0)
+    img = torch.from_numpy(rng.normal(size=(1, 3, 128, 160)).astype(
+        np.float32)).to(device)
+    bbox = torch.tensor([[[10., 12., 60., 70.], [30., 50., 100., 150.],
+                          [5., 80., 40., 125.]]], device=device)
+    label = torch.tensor([[0, 2, 1]], dtype=torch.int32, device=device)
+    return img, bbox, label
+
+
+def test_trainer_forward_and_train_step(make_tiny_faster_rcnn, device):
+    model = make_tiny_faster_rcnn().to(device)
+    trainer = FasterRCNNTrainer(model)
+    img, bbox, label = training_batch(device)
+    np.random.seed(0)
+    losses = trainer.forward(img, bbox, label, 1.)
+    assert isinstance(losses, LossTuple)
+    for value in losses:
+        assert value.ndim == 0 and torch.isfinite(value)
+        assert value.device == device
+    assert losses.total_loss.item() == pytest.approx(
+        sum(v.item() for v in losses[:4]), rel=1e-5)
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train_step(img, bbox, label, 1.)
+    for name in ('extractor.0.weight', 'rpn.conv1.weight', 'rpn.loc.weight',
+                 'rpn.score.weight', 'head.fc.weight', 'head.cls_loc.weight',
+                 'head.score.weight'):
+        after = dict(model.named_parameters())[name]
+        assert not torch.equal(after, before[name]), name
+
+
+def test_trainer_rejects_a_batch_of_two(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    trainer = FasterRCNNTrainer(model)
+    img, bbox, label = training_batch('cpu')
+    with pytest.raises(ValueError, match='one image|batch'):
+        trainer.forward(img.repeat(2, 1, 1, 1), bbox.repeat(2, 1, 1),
+                        label.repeat(2, 1), 1.)
+
+
+def test_trainer_on_an_image_without_objects(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    trainer = FasterRCNNTrainer(model)
+    img, _, _ = training_batch('cpu')
+    np.random.seed(0)
+    losses = trainer.forward(img, torch.zeros(1, 0, 4),
+                             torch.zeros(1, 0, dtype=torch.int32), 1.)
+    assert all(torch.isfinite(v) for v in losses)
+    # no positives: no location loss
+    assert losses.rpn_loc_loss.item() == 0
+    assert losses.roi_loc_loss.item() == 0
+    trainer.train_step(img, torch.zeros(1, 0, 4),
+                       torch.zeros(1, 0, dtype=torch.int32), 1.)
