@@ -1,0 +1,254 @@
+"""Train Faster R-CNN: ``python train.py train [--option=value ...]``.
+
+Options are the fields of :class:`utils.config.Config`. ``--data=toy``
+trains a small detector on a generated VOC-layout dataset (written on first
+use), so that the whole pipeline runs on a CPU machine without VOC.
+"""
+import os
+import random
+import signal
+
+import fire
+import matplotlib
+import numpy as np
+import torch
+from torch.utils import data as data_
+from tqdm import tqdm
+
+from data.dataset import Dataset, TestDataset, inverse_normalize
+from data.synthetic import TOY_LABEL_NAMES, generate_voc
+from data.voc_dataset import VOC_BBOX_LABEL_NAMES
+from model import FasterRCNNVGG16
+from model.faster_rcnn_toy import FasterRCNNToy
+from trainer import FasterRCNNTrainer
+from utils import array_tool as at
+from utils.config import opt
+from utils.eval_tool import eval_detection_voc
+from utils.vis_tool import Visualizer, vis_bbox, visdom_bbox
+
+# What --data=toy changes; options given on the command line win.
+TOY_PRESET = dict(
+    voc_data_dir='toy_voc', min_size=256, max_size=256, lr=5e-3,
+    epoch=7, lr_decay_epoch=5, num_workers=1, test_num_workers=1,
+    pretrained_model=None, env='faster-rcnn-toy')
+
+
+def eval(dataloader, faster_rcnn, test_num=10000):
+    """VOC07 11-point AP of ``faster_rcnn`` on a :class:`TestDataset` loader.
+
+    Returns:
+        dict: 'ap' (L,) per class and 'map'.
+    """
+    pred_bboxes, pred_labels, pred_scores = [], [], []
+    gt_bboxes, gt_labels, gt_difficults = [], [], []
+    for ii, (imgs, sizes, gt_bboxes_, gt_labels_, gt_difficults_) in tqdm(
+            enumerate(dataloader), total=min(len(dataloader), test_num),
+            desc='eval', leave=False):
+        if ii == test_num:
+            break
+        sizes = [int(sizes[0][0]), int(sizes[1][0])]
+        pred_bboxes_, pred_labels_, pred_scores_ = faster_rcnn.predict(
+            imgs, [sizes])
+        gt_bboxes += list(gt_bboxes_.numpy())
+        gt_labels += list(gt_labels_.numpy())
+        gt_difficults += list(gt_difficults_.numpy())
+        pred_bboxes += pred_bboxes_
+        pred_labels += pred_labels_
+        pred_scores += pred_scores_
+    return eval_detection_voc(pred_bboxes, pred_labels, pred_scores,
+                              gt_bboxes, gt_labels, gt_difficults,
+                              use_07_metric=True)
+
+
+def _seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def build_model(config, label_names):
+    """The detector a config asks for, with its preprocessing settings.
+
+    Args:
+        config (dict): Options as ``Config._state_dict()`` gives them.
+        label_names (sequence of str): The foreground classes.
+    """
+    if config['data'] == 'toy':
+        return FasterRCNNToy(n_fg_class=len(label_names),
+                             min_size=config['min_size'],
+                             max_size=config['max_size'])
+    pretrained = ('caffe' if config['caffe_pretrain']
+                  else config['pretrained_model'])
+    if config['load_path'] or config['resume']:
+        pretrained = None  # the checkpoint brings the weights
+    return FasterRCNNVGG16(n_fg_class=len(label_names),
+                           pretrained_model=pretrained,
+                           caffe_pretrain_path=config['caffe_pretrain_path'],
+                           use_drop=config['use_drop'],
+                           min_size=config['min_size'],
+                           max_size=config['max_size'])
+
+
+def load_model(path):
+    """Rebuilds a trained detector from a checkpoint written by train.py.
+
+    Returns:
+        (FasterRCNN, tuple of str, dict): the model in eval mode, the class
+        names, and the config it was trained with.
+    """
+    config = torch.load(path, map_location='cpu')['config']
+    label_names = _label_names(config['data'])
+    faster_rcnn = build_model(dict(config, load_path=path), label_names)
+    FasterRCNNTrainer(faster_rcnn).load(path, load_optimizer=False)
+    return faster_rcnn.eval(), label_names, config
+
+
+def _label_names(data):
+    return TOY_LABEL_NAMES if data == 'toy' else VOC_BBOX_LABEL_NAMES
+
+
+def save_predictions_png(faster_rcnn, testset, label_names, path, n=4):
+    """Draws the predictions on the first ``n`` test images into a PNG."""
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = Figure(figsize=(4 * n, 4.4))
+    FigureCanvasAgg(fig)
+    n = min(n, len(testset))
+    for i in range(n):
+        img = testset.db.get_example(i)[0]
+        bboxes, labels, scores = faster_rcnn.predict([img], visualize=True)
+        ax = fig.add_subplot(1, n, i + 1)
+        vis_bbox(img, bboxes[0], labels[0], scores[0], ax=ax,
+                 label_names=label_names)
+        ax.axis('off')
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _plot(trainer, img, bbox_, label_, label_names):
+    """Losses, gt and predicted boxes, and the confusion matrices to visdom."""
+    vis = trainer.vis
+    vis.plot_many(trainer.get_meter_data())
+    ori_img_ = inverse_normalize(at.tonumpy(img[0]),
+                                 caffe_pretrain=trainer.faster_rcnn.caffe_pretrain)
+    vis.img('gt_img', visdom_bbox(ori_img_, at.tonumpy(bbox_[0]),
+                                  at.tonumpy(label_[0]),
+                                  label_names=label_names))
+    _bboxes, _labels, _scores = trainer.faster_rcnn.predict([ori_img_],
+                                                            visualize=True)
+    vis.img('pred_img', visdom_bbox(ori_img_, _bboxes[0], _labels[0],
+                                    _scores[0], label_names=label_names))
+    vis.text(str(trainer.rpn_cm.value().tolist()), win='rpn_cm')
+    # visdom reads a float image with values above 1 as 0-255 bytes.
+    roi_cm = trainer.roi_cm.value().astype(np.float32)
+    vis.img('roi_cm', roi_cm[None] / max(roi_cm.max(), 1.))
+
+
+def train(**kwargs):
+    """Train on ``--data`` (voc or toy); options as in utils/config.py."""
+    opt.__dict__.clear()  # back to the class defaults, whatever ran before
+    if kwargs.get('data') == 'toy':
+        kwargs = {**TOY_PRESET, **kwargs}
+    opt._parse(kwargs)
+    if opt.data not in ('voc', 'toy'):
+        raise ValueError("--data must be 'voc' or 'toy', got {!r}".format(
+            opt.data))
+    if opt.seed is not None:
+        _seed(opt.seed)
+    device = torch.device(opt.device or
+                          ('cuda' if torch.cuda.is_available() else 'cpu'))
+    label_names = _label_names(opt.data)
+    if opt.data == 'toy' and not os.path.isdir(opt.voc_data_dir):
+        print('writing the toy dataset to {}'.format(opt.voc_data_dir))
+        generate_voc(opt.voc_data_dir, label_names=label_names)
+
+    dataset = Dataset(opt, label_names=label_names)
+    dataloader = data_.DataLoader(dataset, batch_size=1, shuffle=True,
+                                  num_workers=opt.num_workers)
+    testset = TestDataset(opt, label_names=label_names)
+    test_dataloader = data_.DataLoader(testset, batch_size=1, shuffle=False,
+                                       num_workers=opt.test_num_workers)
+    faster_rcnn = build_model(opt._state_dict(), label_names)
+    vis = Visualizer(env=opt.env, port=opt.port)
+    trainer = FasterRCNNTrainer(
+        faster_rcnn, rpn_sigma=opt.rpn_sigma, roi_sigma=opt.roi_sigma,
+        lr=opt.lr, weight_decay=opt.weight_decay, use_adam=opt.use_adam,
+        vis=vis, config=opt._state_dict()).to(device)
+    os.makedirs(opt.out_dir, exist_ok=True)
+
+    start_epoch, best_map, best_path = 0, 0., None
+    if opt.resume:
+        info = trainer.load(opt.resume, resume=True)
+        start_epoch, best_map = info['epoch'], info['best_map']
+        best_path = info.get('best_path')
+        print('resumed from {} at epoch {} (lr {}, best map {:.4f})'.format(
+            opt.resume, start_epoch, _lr(trainer), best_map))
+    elif opt.load_path:
+        trainer.load(opt.load_path, load_optimizer=False)
+    vis.text(list(label_names), win='labels')
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    last_path = os.path.join(opt.out_dir, 'last.pth')
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, opt.epoch):
+            trainer.reset_meters()
+            for ii, (img, bbox_, label_, scale) in tqdm(
+                    enumerate(dataloader), total=len(dataloader),
+                    desc='epoch {}'.format(epoch)):
+                img = img.to(device).float()
+                bbox, label = bbox_.to(device), label_.to(device)
+                trainer.train_step(img, bbox, label, at.scalar(scale))
+                if (ii + 1) % opt.plot_every == 0 and vis.connected:
+                    _plot(trainer, img, bbox_, label_, label_names)
+
+            eval_result = eval(test_dataloader, faster_rcnn,
+                               test_num=opt.test_num)
+            vis.plot('test_map', eval_result['map'])
+            log_info = 'epoch {}: lr {:.2e}, map {:.4f}, loss {}'.format(
+                epoch, _lr(trainer), eval_result['map'], {
+                    k: round(v, 4) for k, v in trainer.get_meter_data().items()})
+            vis.log(log_info)
+            tqdm.write(log_info)
+            if eval_result['map'] > best_map or best_path is None:
+                best_map = float(eval_result['map'])
+                best_path = trainer.save(
+                    save_path=os.path.join(opt.out_dir, 'best.pth'),
+                    epoch=epoch + 1, best_map=best_map)
+            if epoch + 1 == opt.lr_decay_epoch:
+                trainer.load(best_path, load_optimizer=True)
+                trainer.faster_rcnn.scale_lr(opt.lr_decay)
+            trainer.save(save_optimizer=True, save_path=last_path,
+                         epoch=epoch + 1, best_map=best_map,
+                         best_path=best_path)
+    except KeyboardInterrupt:
+        path = trainer.save(save_optimizer=True, save_path=os.path.join(
+            opt.out_dir, 'interrupted.pth'), epoch=epoch, best_map=best_map,
+            best_path=best_path)
+        raise SystemExit('interrupted in epoch {}; continue with '
+                         '--resume={}'.format(epoch, path))
+    except FloatingPointError as err:
+        raise SystemExit('training stopped: {} (epoch {}); the last good '
+                         'checkpoint is {}'.format(err, epoch, (
+                             last_path if os.path.exists(last_path)
+                             else best_path)))
+
+    trainer.load(best_path, load_optimizer=False)
+    png = save_predictions_png(faster_rcnn, testset, label_names,
+                               os.path.join(opt.out_dir, 'predictions.png'))
+    print('best map {:.4f}; checkpoint {}; predictions drawn in {}'.format(
+        best_map, best_path, png))
+    return best_map
+
+
+def _lr(trainer):
+    return trainer.optimizer.param_groups[0]['lr']
+
+
+if __name__ == '__main__':
+    fire.Fire()
