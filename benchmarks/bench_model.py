@@ -1,0 +1,149 @@
+"""CPU medians of the model's parts on a 600x1000 input with 20 gt boxes.
+
+    python benchmarks/bench_model.py [--repeats 5] [--threads 2]
+
+Each creator is timed beside the original design's numpy code
+(tests/reference_original.py), run in the same process on the same inputs,
+and reported as a ratio to it: these machines are noisy, ratios less so.
+The network figures (VGG16 forward, a training forward + backward) have no
+such baseline and are printed as they are.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+
+import reference_original as original  # noqa: E402
+from model import FasterRCNNVGG16  # noqa: E402
+from model.region_proposal_network import _enumerate_shifted_anchor  # noqa: E402
+from model.utils.creator_tool import (AnchorTargetCreator,  # noqa: E402
+                                      ProposalCreator, ProposalTargetCreator)
+from trainer import FasterRCNNTrainer  # noqa: E402
+
+H, W, N_BOX, STRIDE = 600, 1000, 20, 16
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_boxes(rng, n):
+    y = rng.uniform(0, H - 100, n)
+    x = rng.uniform(0, W - 100, n)
+    h = rng.uniform(30, min(300, H), n)
+    w = rng.uniform(30, min(400, W), n)
+    return np.stack([y, x, np.minimum(y + h, H), np.minimum(x + w, W)],
+                    axis=1).astype(np.float32)
+
+
+class Parent(torch.nn.Module):
+    """Stands in for the RPN: only its ``training`` flag is read."""
+
+
+def creator_inputs(rng):
+    anchor_base = original.generate_anchor_base()
+    anchor = original._enumerate_shifted_anchor(anchor_base, STRIDE,
+                                                H // STRIDE, W // STRIDE)
+    n_anchor = len(anchor)
+    loc = (rng.randn(n_anchor, 4) * 0.1).astype(np.float32)
+    score = rng.rand(n_anchor).astype(np.float32)
+    bbox = random_boxes(rng, N_BOX)
+    label = rng.randint(0, 20, N_BOX).astype(np.int32)
+    roi = random_boxes(rng, 2000)
+    return dict(anchor=anchor, loc=loc, score=score, bbox=bbox, label=label,
+                roi=roi)
+
+
+def bench_creators(repeats):
+    inputs = creator_inputs(np.random.RandomState(0))
+    as_tensor = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    parent = Parent()
+    rows = []
+    for mode in ('train', 'test'):
+        parent.train(mode == 'train')
+        ours = ProposalCreator(parent)
+        theirs = original.ProposalCreator(parent)
+        rows.append(('ProposalCreator ({})'.format(mode),
+                     lambda: ours(as_tensor['loc'], as_tensor['score'],
+                                  as_tensor['anchor'], (H, W)),
+                     lambda: theirs(inputs['loc'], inputs['score'],
+                                    inputs['anchor'], (H, W))))
+    atc, atc_orig = AnchorTargetCreator(), original.AnchorTargetCreator()
+    rows.append(('AnchorTargetCreator',
+                 lambda: atc(as_tensor['bbox'], as_tensor['anchor'], (H, W)),
+                 lambda: atc_orig(inputs['bbox'], inputs['anchor'], (H, W))))
+    ptc, ptc_orig = ProposalTargetCreator(), original.ProposalTargetCreator()
+    rows.append(('ProposalTargetCreator',
+                 lambda: ptc(as_tensor['roi'], as_tensor['bbox'],
+                             as_tensor['label']),
+                 lambda: ptc_orig(inputs['roi'], inputs['bbox'],
+                                  inputs['label'])))
+    print('{:<28} {:>12} {:>14} {:>8}'.format(
+        'creator (tensor in/out)', 'this, ms', 'original, ms', 'ratio'))
+    for name, ours, theirs in rows:
+        np.random.seed(0)
+        t_ours = median_time(ours, repeats)
+        np.random.seed(0)
+        t_theirs = median_time(theirs, repeats)
+        print('{:<28} {:>12.2f} {:>14.2f} {:>7.2f}x'.format(
+            name, 1e3 * t_ours, 1e3 * t_theirs, t_ours / t_theirs))
+
+
+def bench_network(repeats):
+    torch.manual_seed(0)
+    faster_rcnn = FasterRCNNVGG16(pretrained_model=None)
+    trainer = FasterRCNNTrainer(faster_rcnn)
+    img = torch.randn(1, 3, H, W)
+    bbox = torch.from_numpy(random_boxes(np.random.RandomState(1), N_BOX))
+    label = torch.randint(0, 20, (1, N_BOX), dtype=torch.int32)
+
+    def vgg16_forward():
+        with torch.no_grad():
+            faster_rcnn.extractor(img)
+
+    def predict_forward():
+        with torch.no_grad():
+            faster_rcnn.eval()
+            faster_rcnn(img)
+            faster_rcnn.train()
+
+    def train_forward_backward():
+        trainer.optimizer.zero_grad()
+        trainer(img, bbox[None], label, 1.).total_loss.backward()
+
+    print('\n{:<44} {:>10}'.format('network (VGG16, 600x1000)', 'median, s'))
+    for name, fn in (('VGG16 extractor forward', vgg16_forward),
+                     ('FasterRCNN forward (test mode, 300 RoIs)',
+                      predict_forward),
+                     ('training forward + backward (trainer)',
+                      train_forward_backward)):
+        print('{:<44} {:>10.3f}'.format(name, median_time(fn, repeats)))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print('torch {}, {} threads, CPU\n'.format(torch.__version__,
+                                               args.threads))
+    bench_creators(max(args.repeats, 11))
+    bench_network(args.repeats)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,195 @@
+"""End-to-end tests of train.py on a small generated VOC-layout dataset.
+
+One shortened, seeded toy run is shared by the mAP test and the notebook
+test; the fault tests train on a handful of images.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from data.synthetic import generate_voc
+from model.faster_rcnn_toy import FasterRCNNToy
+from trainer import FasterRCNNTrainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _options(data_dir, out_dir, **kwargs):
+    """Toy options for a quick CPU run with no visdom server around."""
+    options = dict(data='toy', voc_data_dir=str(data_dir),
+                   out_dir=str(out_dir), seed=0, num_workers=0,
+                   test_num_workers=0, port=_free_port(), device='cpu')
+    options.update(kwargs)
+    return options
+
+
+@pytest.fixture(scope='module')
+def toy_run(tmp_path_factory):
+    """A shortened seeded toy training: 120 images, 3 epochs."""
+    tmp = tmp_path_factory.mktemp('toy_run')
+    data_dir = generate_voc(str(tmp / 'toy_voc'), n_images=120, seed=1)
+    best_map = train.train(**_options(data_dir, tmp / 'ck', epoch=3,
+                                      lr_decay_epoch=2))
+    return dict(data_dir=data_dir, out_dir=str(tmp / 'ck'), best_map=best_map)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    return generate_voc(str(tmp_path / 'tiny_voc'), n_images=8, seed=2)
+
+
+def test_toy_training_beats_an_untrained_model(toy_run):
+    # An untrained model of the same seed scores about 0 (checked below);
+    # three short epochs reach well above it (about 0.3 here).
+    train.opt.__dict__.clear()
+    train.opt._parse(_options(toy_run['data_dir'], toy_run['out_dir']))
+    torch.manual_seed(0)
+    untrained = FasterRCNNToy(n_fg_class=5, min_size=256, max_size=256)
+    testset = train.TestDataset(train.opt,
+                                label_names=train._label_names('toy'))
+    loader = torch.utils.data.DataLoader(testset, batch_size=1)
+    untrained_map = train.eval(loader, untrained)['map']
+
+    assert untrained_map < 0.05
+    assert toy_run['best_map'] > 0.2
+    assert toy_run['best_map'] > untrained_map + 0.15
+
+
+def test_toy_run_leaves_checkpoints_and_a_picture(toy_run):
+    out = toy_run['out_dir']
+    for name in ('best.pth', 'last.pth', 'predictions.png'):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    faster_rcnn, label_names, config = train.load_model(
+        os.path.join(out, 'best.pth'))
+    assert config['data'] == 'toy' and len(label_names) == 5
+    assert faster_rcnn.min_size == 256 and faster_rcnn.max_size == 256
+    last = torch.load(os.path.join(out, 'last.pth'))
+    assert last['other_info']['epoch'] == 3
+    assert last['other_info']['best_map'] == pytest.approx(toy_run['best_map'])
+
+
+def test_demo_notebook_runs_against_a_trained_checkpoint(toy_run):
+    nbformat = pytest.importorskip('nbformat')
+    nbclient = pytest.importorskip('nbclient')
+    nb = nbformat.read(os.path.join(ROOT, 'demo.ipynb'), as_version=4)
+    settings = nb.cells[1]
+    assert 'CHECKPOINT' in settings.source
+    settings.source = 'CHECKPOINT = {!r}\nIMAGES = None\nN_IMAGES = 2'.format(
+        os.path.join(toy_run['out_dir'], 'best.pth'))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name='python3',
+                            resources={'metadata': {'path': ROOT}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == 'code'
+               for o in cell.outputs]
+    assert any('image/png' in o.get('data', {}) for o in outputs)
+    text = ''.join(o.get('text', '') for o in outputs)
+    assert "trained on 'toy' for 5 classes" in text
+
+
+def test_unknown_option_is_rejected_with_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match='--not_an_option.*valid options'):
+        train.train(not_an_option=1)
+
+
+def test_training_without_visdom_says_so_once(tiny_data, tmp_path, capsys):
+    train.train(**_options(tiny_data, tmp_path / 'ck', epoch=1,
+                           plot_every=1))
+    err = capsys.readouterr().err
+    assert err.count('visdom server not reachable') == 1
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_last_checkpoint(
+        tiny_data, tmp_path, monkeypatch):
+    forward = FasterRCNNTrainer.forward
+    n_train = 6  # 8 images, 2 in the test split
+
+    def forward_nan_at_step_8(self, *args):
+        losses = forward(self, *args)
+        if self.n_step == 7:  # the step about to be counted is the 8th
+            losses = losses._replace(total_loss=losses.total_loss * np.nan)
+        return losses
+
+    monkeypatch.setattr(FasterRCNNTrainer, 'forward', forward_nan_at_step_8)
+    out = tmp_path / 'ck'
+    with pytest.raises(SystemExit, match='non-finite loss at step 8') as err:
+        train.train(**_options(tiny_data, out, epoch=3))
+    last = str(out / 'last.pth')
+    assert last in str(err.value)
+    state = torch.load(last)
+    assert state['other_info']['epoch'] == 1 and state['n_step'] == n_train
+    assert all(torch.isfinite(v).all() for v in state['model'].values()
+               if isinstance(v, torch.Tensor))
+
+
+def test_interrupt_saves_a_checkpoint_that_resume_continues(
+        tiny_data, tmp_path, monkeypatch, capsys):
+    train_step = FasterRCNNTrainer.train_step
+
+    def interrupted_at_step_9(self, *args):
+        if self.n_step == 8:
+            raise KeyboardInterrupt
+        return train_step(self, *args)
+
+    out = tmp_path / 'ck'
+    monkeypatch.setattr(FasterRCNNTrainer, 'train_step', interrupted_at_step_9)
+    with pytest.raises(SystemExit, match='interrupted in epoch 1') as err:
+        train.train(**_options(tiny_data, out, epoch=3, lr_decay_epoch=1))
+    path = str(out / 'interrupted.pth')
+    assert '--resume=' + path in str(err.value)
+    saved = torch.load(path)
+    best_map = saved['other_info']['best_map']
+    decayed_lr = 5e-3 * 0.1  # the toy lr, decayed after epoch 1
+    assert saved['other_info']['epoch'] == 1
+    assert saved['optimizer']['param_groups'][0]['lr'] == pytest.approx(
+        decayed_lr)
+
+    monkeypatch.setattr(FasterRCNNTrainer, 'train_step', train_step)
+    capsys.readouterr()
+    train.train(**_options(tiny_data, out, epoch=3, lr_decay_epoch=1,
+                           resume=path))
+    printed = capsys.readouterr().out
+    assert 'resumed from {} at epoch 1 (lr {}, best map {:.4f})'.format(
+        path, decayed_lr, best_map) in printed
+    last = torch.load(str(out / 'last.pth'))
+    assert last['other_info']['epoch'] == 3
+    assert last['other_info']['best_map'] >= best_map
+
+
+def test_sigterm_saves_a_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / 'ck'
+    args = ['--{}={}'.format(k, v) for k, v in _options(
+        tiny_data, out, epoch=50).items()]
+    proc = subprocess.Popen([sys.executable, 'train.py', 'train'] + args,
+                            cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = ''
+        while 'epoch 1' not in seen:  # training is under way
+            line = proc.stdout.readline()
+            assert line, 'train.py ended early:\n' + seen
+            seen += line.replace('\r', '\n')
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert '--resume=' in rest
+    assert os.path.exists(str(out / 'interrupted.pth'))
+
+
+def test_checkpoint_of_another_class_count_is_refused(toy_run):
+    trainer = FasterRCNNTrainer(FasterRCNNToy(n_fg_class=3))
+    with pytest.raises(ValueError, match='another number of classes'):
+        trainer.load(os.path.join(toy_run['out_dir'], 'best.pth'))
