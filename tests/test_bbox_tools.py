@@ -70,8 +70,10 @@ def test_anchor_base_index_is_ratio_major():
                                        anchor_scales=[1, 2, 3])
     hw = anchor_base[:, 2:] - anchor_base[:, :2]
     # index = i_ratio * n_scale + i_scale
-    np.testing.assert_allclose(hw[:3], [[10, 10], [20, 20], [30, 30]], atol=1e-5)
-    np.testing.assert_allclose(hw[3:], [[20, 5], [40, 10], [60, 15]], atol=1e-5)
+    np.testing.assert_allclose(hw[:3], [[10, 10], [20, 20], [30, 30]],
+                               atol=1e-5)
+    np.testing.assert_allclose(hw[3:], [[20, 5], [40, 10], [60, 15]],
+                               atol=1e-5)
     centre = (anchor_base[:, :2] + anchor_base[:, 2:]) / 2
     np.testing.assert_allclose(centre, 5., atol=1e-5)
 

@@ -53,7 +53,8 @@ def make_rois(rng, img_size, bbox, n_random=200):
     """Proposals: random boxes plus jittered copies of the gt boxes (so that
     there are positives)."""
     H, W = img_size
-    ymin, xmin = rng.uniform(0, H - 2, n_random), rng.uniform(0, W - 2, n_random)
+    ymin = rng.uniform(0, H - 2, n_random)
+    xmin = rng.uniform(0, W - 2, n_random)
     ymax = np.minimum(ymin + rng.uniform(2, H, n_random), H)
     xmax = np.minimum(xmin + rng.uniform(2, W, n_random), W)
     rois = [np.stack((ymin, xmin, ymax, xmax), axis=1)]
@@ -179,8 +180,8 @@ def test_anchor_target_thresholds_by_hand():
     ], np.float32)
     loc, label = AnchorTargetCreator()(bbox, anchor, (100, 110))
     np.testing.assert_array_equal(label, [1, 1, -1, 0, -1])
-    np.testing.assert_allclose(loc[:4], ref.bbox2loc(anchor[:4], bbox[[0] * 4]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        loc[:4], ref.bbox2loc(anchor[:4], bbox[[0] * 4]), atol=1e-6)
     assert (loc[4] == 0).all()
 
 
@@ -216,7 +217,8 @@ def test_proposal_target_invariants(seed):
     assign = sample_iou.argmax(axis=1)
     max_iou = sample_iou.max(axis=1)
     assert (max_iou[:n_pos] >= 0.5).all()
-    np.testing.assert_array_equal(gt_roi_label[:n_pos], label[assign[:n_pos]] + 1)
+    np.testing.assert_array_equal(gt_roi_label[:n_pos],
+                                  label[assign[:n_pos]] + 1)
     assert ((max_iou[n_pos:] < 0.5) & (max_iou[n_pos:] >= 0.)).all()
     assert (gt_roi_label[n_pos:] == 0).all()
 
@@ -224,13 +226,15 @@ def test_proposal_target_invariants(seed):
     match = (sample_roi[:, None] == all_roi[None]).all(axis=2).any(axis=1)
     assert match.all()
 
-    want = (ref.bbox2loc(sample_roi, bbox[assign]) - np.array(mean)) / np.array(std)
+    want = ((ref.bbox2loc(sample_roi, bbox[assign]) - np.array(mean)) /
+            np.array(std))
     np.testing.assert_allclose(gt_roi_loc, want, rtol=1e-4, atol=1e-4)
 
 
 def test_proposal_target_with_no_gt_is_background_only():
     rng = np.random.RandomState(0)
-    roi = make_rois(rng, (200, 300), np.zeros((0, 4), np.float32), n_random=300)
+    roi = make_rois(rng, (200, 300), np.zeros((0, 4), np.float32),
+                    n_random=300)
     sample_roi, gt_roi_loc, gt_roi_label = ProposalTargetCreator()(
         roi, np.zeros((0, 4), np.float32), np.zeros((0,), np.int32))
     assert sample_roi.shape == (128, 4)
@@ -283,8 +287,10 @@ def test_proposal_invariants(seed):
         roi = creator(loc, score, anchor, img_size, scale=scale)
         assert isinstance(roi, np.ndarray) and roi.shape[1] == 4
         assert 0 < len(roi) <= n_post
-        assert (roi[:, 0::2] >= 0).all() and (roi[:, 0::2] <= img_size[0]).all()
-        assert (roi[:, 1::2] >= 0).all() and (roi[:, 1::2] <= img_size[1]).all()
+        assert (roi[:, 0::2] >= 0).all()
+        assert (roi[:, 0::2] <= img_size[0]).all()
+        assert (roi[:, 1::2] >= 0).all()
+        assert (roi[:, 1::2] <= img_size[1]).all()
         min_size = 16 * scale
         assert (roi[:, 2] - roi[:, 0] >= min_size - 1e-4).all()
         assert (roi[:, 3] - roi[:, 1] >= min_size - 1e-4).all()
@@ -311,8 +317,9 @@ def test_proposal_counts_follow_the_parents_mode():
     assert len(roi) == 7
     # the 7 best boxes, best first
     order = np.argsort(-score)[:7]
-    np.testing.assert_allclose(roi, ref.loc2bbox(anchor[order], loc[order]).clip(
-        0, None).clip(None, [400, 600, 400, 600]), atol=1e-3)
+    want = ref.loc2bbox(anchor[order], loc[order])
+    want = want.clip(0, None).clip(None, [400, 600, 400, 600])
+    np.testing.assert_allclose(roi, want, atol=1e-3)
 
 
 def test_proposal_creator_defaults():
@@ -389,7 +396,8 @@ def test_anchor_target_equals_the_original(kind, device):
         if len(bbox) == 0 or not inside.any():  # the original crashes there
             continue
         np.random.seed(seed)
-        want_loc, want_label = ref.AnchorTargetCreator()(bbox, anchor, img_size)
+        want_loc, want_label = ref.AnchorTargetCreator()(bbox, anchor,
+                                                         img_size)
         want_next = np.random.rand()
 
         np.random.seed(seed)
@@ -488,7 +496,8 @@ def test_wrong_box_shape_is_a_value_error(call):
 def test_min_above_max_is_a_value_error(call, box):
     bbox = np.array([[0, 0, 10, 10], box], np.float32)
     anchor = make_anchor((100, 100))
-    with pytest.raises(ValueError, match='y_min > y_max|x_min > x_max') as info:
+    message = 'y_min > y_max|x_min > x_max'
+    with pytest.raises(ValueError, match=message) as info:
         if call == 'anchor':
             AnchorTargetCreator()(bbox, anchor, (100, 100))
         else:
@@ -505,8 +514,10 @@ def test_min_above_max_is_a_value_error(call, box):
     (lambda: AnchorTargetCreator(n_sample=0), 'n_sample'),
     (lambda: ProposalTargetCreator(pos_ratio=1.5), 'pos_ratio'),
     (lambda: ProposalTargetCreator(pos_iou_thresh=-1), 'pos_iou_thresh'),
-    (lambda: ProposalTargetCreator(neg_iou_thresh_lo=0.6), 'neg_iou_thresh_lo'),
-    (lambda: ProposalTargetCreator(neg_iou_thresh_hi=1.2), 'neg_iou_thresh_hi'),
+    (lambda: ProposalTargetCreator(neg_iou_thresh_lo=0.6),
+     'neg_iou_thresh_lo'),
+    (lambda: ProposalTargetCreator(neg_iou_thresh_hi=1.2),
+     'neg_iou_thresh_hi'),
     (lambda: ProposalTargetCreator(n_sample=0), 'n_sample'),
     (lambda: ProposalCreator(Parent(), nms_thresh=1.5), 'nms_thresh'),
 ])

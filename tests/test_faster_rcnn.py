@@ -69,7 +69,8 @@ def test_forward_shapes(make_tiny_faster_rcnn, device, n):
     assert set(torch.as_tensor(roi_indices).cpu().tolist()) == set(range(n))
 
 
-def test_forward_rejects_an_image_smaller_than_one_stride(make_tiny_faster_rcnn):
+def test_forward_rejects_an_image_smaller_than_one_stride(
+        make_tiny_faster_rcnn):
     model = make_tiny_faster_rcnn()
     with pytest.raises(ValueError, match='stride'):
         model(torch.zeros(1, 3, 8, 64))
@@ -296,7 +297,8 @@ def test_predict_rejects_bad_images(make_tiny_faster_rcnn, img, message,
     assert 'image 1' in str(info.value)
 
 
-def test_predict_rejects_an_image_smaller_than_one_stride(make_tiny_faster_rcnn):
+def test_predict_rejects_an_image_smaller_than_one_stride(
+        make_tiny_faster_rcnn):
     model = make_tiny_faster_rcnn()
     with pytest.raises(ValueError, match='stride'):
         model.predict([np.zeros((3, 12, 64), np.float32)], sizes=[(12, 64)])

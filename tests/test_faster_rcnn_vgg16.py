@@ -167,7 +167,8 @@ def test_forward_at_a_small_size(vgg_model):
     assert tuple(roi_cls_locs.shape) == (R, 4 * (N_FG_CLASS + 1))
     assert tuple(roi_scores.shape) == (R, N_FG_CLASS + 1)
     assert tuple(rois.shape) == (R, 4) and tuple(roi_indices.shape) == (R,)
-    assert torch.isfinite(roi_cls_locs).all() and torch.isfinite(roi_scores).all()
+    assert torch.isfinite(roi_cls_locs).all()
+    assert torch.isfinite(roi_scores).all()
 
 
 def test_predict_at_a_small_size(vgg_model):

@@ -16,8 +16,9 @@ SCALES = [2, 4, 8]
 
 def small_rpn(**proposal_creator_params):
     torch.manual_seed(0)
-    return RegionProposalNetwork(8, 16, ratios=RATIOS, anchor_scales=SCALES,
-                                 proposal_creator_params=proposal_creator_params)
+    return RegionProposalNetwork(
+        8, 16, ratios=RATIOS, anchor_scales=SCALES,
+        proposal_creator_params=proposal_creator_params)
 
 
 def heads_by_hand(rpn, x):
@@ -65,7 +66,7 @@ def test_row_k_of_the_predictions_belongs_to_anchor_k():
         for x_ in range(ww):
             for a in range(A):
                 k = (y * ww + x_) * A + a
-                shift = np.array([y * 16, x_ * 16, y * 16, x_ * 16], np.float32)
+                shift = np.array([y, x_, y, x_], np.float32) * 16
                 np.testing.assert_allclose(anchor[k], anchor_base[a] + shift,
                                            atol=1e-4)
                 for i in range(n):
@@ -109,15 +110,16 @@ def test_initialisation():
         assert abs(w.mean().item()) < 0.0005
         assert (conv.bias == 0).all()
     assert rpn.feat_stride == 16
-    np.testing.assert_array_equal(torch.as_tensor(rpn.anchor_base).cpu().numpy(),
-                                  generate_anchor_base())
+    np.testing.assert_array_equal(
+        torch.as_tensor(rpn.anchor_base).cpu().numpy(), generate_anchor_base())
     assert rpn.proposal_layer.parent_model is rpn
 
 
 def test_proposal_creator_params_are_passed_on():
     rpn = small_rpn(nms_thresh=0.5, n_test_post_nms=7, min_size=4)
     layer = rpn.proposal_layer
-    assert (layer.nms_thresh, layer.n_test_post_nms, layer.min_size) == (0.5, 7, 4)
+    assert (layer.nms_thresh, layer.n_test_post_nms, layer.min_size) == \
+        (0.5, 7, 4)
     assert layer.n_train_pre_nms == 12000
 
 
@@ -133,11 +135,11 @@ def test_rois_are_the_proposals_of_the_foreground_scores(training):
     img_size, scale = (hh * 16 - 5, ww * 16 - 3), 0.8
     with torch.no_grad():
         rpn.loc.weight.mul_(20)  # offsets large enough to matter
-        rpn_locs, rpn_scores, rois, roi_indices, anchor = rpn(x, img_size, scale)
+        _, _, rois, roi_indices, _ = rpn(x, img_size, scale)
     rois = torch.as_tensor(rois).numpy()
     roi_indices = torch.as_tensor(roi_indices).numpy()
-    anchor = ref._enumerate_shifted_anchor(
-        ref.generate_anchor_base(ratios=RATIOS, anchor_scales=SCALES), 16, hh, ww)
+    anchor_base = ref.generate_anchor_base(ratios=RATIOS, anchor_scales=SCALES)
+    anchor = ref._enumerate_shifted_anchor(anchor_base, 16, hh, ww)
     locs, scores = heads_by_hand(rpn, x)
     for i in range(n):
         loc = locs[i].permute(1, 2, 0).reshape(-1, 4).detach().numpy()

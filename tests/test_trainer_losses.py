@@ -159,7 +159,8 @@ def expected_losses(model, img, bbox, label, scale, seed, ptc_first=True):
                             padding=1))
         rpn_loc = F.conv2d(h, rpn.loc.weight, rpn.loc.bias)[0]
         rpn_score = F.conv2d(h, rpn.score.weight, rpn.score.bias)[0]
-    rpn_loc = rpn_loc.permute(1, 2, 0).reshape(-1, 4).numpy().astype(np.float64)
+    rpn_loc = rpn_loc.permute(1, 2, 0).reshape(-1, 4).numpy().astype(
+        np.float64)
     rpn_score = rpn_score.permute(1, 2, 0).reshape(-1, 2)
     fg = F.softmax(rpn_score, dim=1)[:, 1].numpy()
     rpn_score = rpn_score.numpy().astype(np.float64)
@@ -167,9 +168,9 @@ def expected_losses(model, img, bbox, label, scale, seed, ptc_first=True):
     # argsort; the cases here have none.
     assert len(np.unique(fg)) == len(fg), 'tied foreground scores'
     hh, ww = features.shape[2:]
-    anchor = ref._enumerate_shifted_anchor(
-        ref.generate_anchor_base(ratios=TINY_RATIOS, anchor_scales=TINY_SCALES),
-        16, hh, ww)
+    anchor_base = ref.generate_anchor_base(ratios=TINY_RATIOS,
+                                           anchor_scales=TINY_SCALES)
+    anchor = ref._enumerate_shifted_anchor(anchor_base, 16, hh, ww)
     roi = ref.ProposalCreator(True)(rpn_loc.astype(np.float32), fg, anchor,
                                     img_size, scale=scale)
 
@@ -205,7 +206,8 @@ def expected_losses(model, img, bbox, label, scale, seed, ptc_first=True):
 
 def regression_batch():
     rng = np.random.RandomState(2024)
-    img = torch.from_numpy(rng.normal(size=(1, 3, 192, 256)).astype(np.float32))
+    img = rng.normal(size=(1, 3, 192, 256)).astype(np.float32)
+    img = torch.from_numpy(img)
     bbox = np.array([[10, 12, 90, 100], [40, 120, 150, 250],
                      [100, 20, 180, 70], [5, 150, 60, 200]], np.float32)
     label = np.array([0, 2, 1, 2], np.int32)
