@@ -10,17 +10,17 @@ such baseline and are printed as they are.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests'),
+                os.path.join(ROOT, 'benchmarks')]
 
 import reference_original as original  # noqa: E402
+from bench_data import median_time  # noqa: E402
 from model import FasterRCNNVGG16  # noqa: E402
 from model.region_proposal_network import _enumerate_shifted_anchor  # noqa: E402
 from model.utils.creator_tool import (AnchorTargetCreator,  # noqa: E402
@@ -28,16 +28,6 @@ from model.utils.creator_tool import (AnchorTargetCreator,  # noqa: E402
 from trainer import FasterRCNNTrainer  # noqa: E402
 
 H, W, N_BOX, STRIDE = 600, 1000, 20, 16
-
-
-def median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_boxes(rng, n):
@@ -94,6 +84,7 @@ def bench_creators(repeats):
     print('{:<28} {:>12} {:>14} {:>8}'.format(
         'creator (tensor in/out)', 'this, ms', 'original, ms', 'ratio'))
     for name, ours, theirs in rows:
+        ours(), theirs()  # warm-up
         np.random.seed(0)
         t_ours = median_time(ours, repeats)
         np.random.seed(0)
@@ -130,6 +121,7 @@ def bench_network(repeats):
                       predict_forward),
                      ('training forward + backward (trainer)',
                       train_forward_backward)):
+        fn()  # warm-up
         print('{:<44} {:>10.3f}'.format(name, median_time(fn, repeats)))
 
 

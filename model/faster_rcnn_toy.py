@@ -15,6 +15,9 @@ from model.faster_rcnn import FasterRCNN
 from model.faster_rcnn_vgg16 import VGG16RoIHead
 from model.region_proposal_network import RegionProposalNetwork
 
+TOY_PROPOSAL_CREATOR_PARAMS = dict(n_train_pre_nms=3000, n_train_post_nms=600,
+                                   n_test_pre_nms=1500, n_test_post_nms=300)
+
 
 def _conv_block(in_channels, out_channels, stride=1, kernel_size=3):
     return [nn.Conv2d(in_channels, out_channels, kernel_size, stride,
@@ -45,6 +48,11 @@ class FasterRCNNToy(FasterRCNN):
             the default 1.5, 3, 6 gives 24, 48 and 96 px anchors, to match
             objects of 20-90 px.
         width (int): Channels of the first stage (the last has 4x).
+        proposal_creator_params (dict): Keyword arguments of the RPN's
+            ProposalCreator. The default keeps fewer boxes around the NMS
+            than VGG16's 12000/2000 and 6000/300: a 256 px image at stride 8
+            has 9216 anchors in all, and NMS over all of them would take
+            most of a CPU training step.
         n_feature (int): Width of the head's two fully connected layers.
         min_size (int): Preprocessing: the shorter side's length.
         max_size (int): Preprocessing: the longer side's largest length.
@@ -54,11 +62,13 @@ class FasterRCNNToy(FasterRCNN):
 
     def __init__(self, n_fg_class=5, ratios=[0.5, 1, 2],
                  anchor_scales=[1.5, 3, 6], width=32, n_feature=256,
+                 proposal_creator_params=TOY_PROPOSAL_CREATOR_PARAMS,
                  min_size=256, max_size=256):
         extractor = toy_extractor(width)
         rpn = RegionProposalNetwork(
             4 * width, 4 * width, ratios=ratios, anchor_scales=anchor_scales,
-            feat_stride=self.feat_stride)
+            feat_stride=self.feat_stride,
+            proposal_creator_params=proposal_creator_params)
         roi_size = 7
         classifier = nn.Sequential(
             nn.Linear(4 * width * roi_size ** 2, n_feature),

@@ -340,8 +340,9 @@ class ProposalCreator:
         roi = roi[keep]
         score = score[keep]
 
-        # Best first; ties in the reverse of index order, as numpy's
-        # argsort()[::-1] leaves them.
+        # Best first. The original's np.argsort(score)[::-1] leaves tied
+        # scores in an order that depends on numpy's version and the CPU;
+        # here ties go in the reverse of index order, on every device.
         order = score.argsort(stable=True).flip(0)
         if n_pre_nms > 0:
             order = order[:n_pre_nms]
