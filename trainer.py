@@ -146,7 +146,7 @@ class FasterRCNNTrainer(nn.Module):
         if not torch.isfinite(losses.total_loss):
             raise FloatingPointError(
                 'non-finite loss at step {}: {}'.format(self.n_step, {
-                    k: float(v) for k, v in losses._asdict().items()}))
+                    k: v.item() for k, v in losses._asdict().items()}))
         losses.total_loss.backward()
         self.optimizer.step()
         self.update_meters(losses)

@@ -40,9 +40,10 @@ def _options(data_dir, out_dir, **kwargs):
 
 @pytest.fixture(scope='module')
 def toy_run(tmp_path_factory):
-    """A shortened seeded toy training: 160 images, 4 epochs."""
+    """A shortened seeded toy training: the preset's 400 images (300 to
+    train on), 4 of its 8 epochs, the lr decayed after the third."""
     tmp = tmp_path_factory.mktemp('toy_run')
-    data_dir = generate_voc(str(tmp / 'toy_voc'), n_images=160, seed=1)
+    data_dir = generate_voc(str(tmp / 'toy_voc'), n_images=400, seed=1)
     best_map = train.train(**_options(data_dir, tmp / 'ck', epoch=4,
                                       lr_decay_epoch=3))
     return dict(data_dir=data_dir, out_dir=str(tmp / 'ck'), best_map=best_map)
@@ -54,8 +55,10 @@ def tiny_data(tmp_path):
 
 
 def test_toy_training_beats_an_untrained_model(toy_run):
-    # Measured here: the untrained model scores 0.003, the four short
-    # epochs of the fixture 0.27 (the full toy preset reaches above 0.9).
+    # Measured here: the untrained model scores 0.003, the four epochs of
+    # the fixture 0.61 (0.14, 0.23, 0.54 and 0.61 after each; runs on other
+    # CPUs may differ by float rounding, hence the margin). The full toy
+    # preset reaches 0.94.
     train.opt.__dict__.clear()
     train.opt._parse(_options(toy_run['data_dir'], toy_run['out_dir']))
     torch.manual_seed(0)
@@ -66,8 +69,8 @@ def test_toy_training_beats_an_untrained_model(toy_run):
     untrained_map = train.eval(loader, untrained)['map']
 
     assert untrained_map < 0.05
-    assert toy_run['best_map'] > 0.2
-    assert toy_run['best_map'] > untrained_map + 0.15
+    assert toy_run['best_map'] > 0.4
+    assert toy_run['best_map'] > untrained_map + 0.35
 
 
 def test_toy_run_leaves_checkpoints_and_a_picture(toy_run):
