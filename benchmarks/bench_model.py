@@ -11,6 +11,7 @@ such baseline and are printed as they are.
 import argparse
 import os
 import sys
+from functools import partial
 
 import numpy as np
 import torch
@@ -59,28 +60,27 @@ def creator_inputs(rng):
 
 def bench_creators(repeats):
     inputs = creator_inputs(np.random.RandomState(0))
-    as_tensor = {k: torch.from_numpy(v) for k, v in inputs.items()}
-    parent = Parent()
+    t = {k: torch.from_numpy(v) for k, v in inputs.items()}
     rows = []
     for mode in ('train', 'test'):
-        parent.train(mode == 'train')
+        # One parent per row: the creators read its mode at call time.
+        parent = Parent().train(mode == 'train')
         ours = ProposalCreator(parent)
         theirs = original.ProposalCreator(parent)
         rows.append(('ProposalCreator ({})'.format(mode),
-                     lambda: ours(as_tensor['loc'], as_tensor['score'],
-                                  as_tensor['anchor'], (H, W)),
-                     lambda: theirs(inputs['loc'], inputs['score'],
-                                    inputs['anchor'], (H, W))))
-    atc, atc_orig = AnchorTargetCreator(), original.AnchorTargetCreator()
+                     partial(ours, t['loc'], t['score'], t['anchor'], (H, W)),
+                     partial(theirs, inputs['loc'], inputs['score'],
+                             inputs['anchor'], (H, W))))
     rows.append(('AnchorTargetCreator',
-                 lambda: atc(as_tensor['bbox'], as_tensor['anchor'], (H, W)),
-                 lambda: atc_orig(inputs['bbox'], inputs['anchor'], (H, W))))
-    ptc, ptc_orig = ProposalTargetCreator(), original.ProposalTargetCreator()
+                 partial(AnchorTargetCreator(), t['bbox'], t['anchor'],
+                         (H, W)),
+                 partial(original.AnchorTargetCreator(), inputs['bbox'],
+                         inputs['anchor'], (H, W))))
     rows.append(('ProposalTargetCreator',
-                 lambda: ptc(as_tensor['roi'], as_tensor['bbox'],
-                             as_tensor['label']),
-                 lambda: ptc_orig(inputs['roi'], inputs['bbox'],
-                                  inputs['label'])))
+                 partial(ProposalTargetCreator(), t['roi'], t['bbox'],
+                         t['label']),
+                 partial(original.ProposalTargetCreator(), inputs['roi'],
+                         inputs['bbox'], inputs['label'])))
     print('{:<28} {:>12} {:>14} {:>8}'.format(
         'creator (tensor in/out)', 'this, ms', 'original, ms', 'ratio'))
     for name, ours, theirs in rows:
