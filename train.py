@@ -7,6 +7,7 @@ use), so that the whole pipeline runs on a CPU machine without VOC.
 import os
 import random
 import signal
+import sys
 
 import fire
 import matplotlib
@@ -18,18 +19,17 @@ from tqdm import tqdm
 from data.dataset import Dataset, TestDataset, inverse_normalize
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from data.voc_dataset import VOC_BBOX_LABEL_NAMES
-from model import FasterRCNNVGG16
-from model.faster_rcnn_toy import FasterRCNNToy
+from model import build_model
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
-from utils.config import opt
+from utils.config import UsageError, opt
 from utils.eval_tool import eval_detection_voc
 from utils.vis_tool import Visualizer, vis_bbox, visdom_bbox
 
 # What --data=toy changes; options given on the command line win.
 TOY_PRESET = dict(
     voc_data_dir='toy_voc', min_size=256, max_size=256, lr=5e-3,
-    epoch=8, lr_decay_epoch=6, num_workers=1, test_num_workers=1,
+    epoch=8, lr_decay_epoch=5, num_workers=1, test_num_workers=1,
     pretrained_model=None, env='faster-rcnn-toy', seed=0)
 
 
@@ -70,41 +70,47 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def build_model(config, label_names):
-    """The detector a config asks for, with its preprocessing settings.
+def end_of_epoch(epoch, eval_map, best_map, has_best, lr_decay_epoch):
+    """What the loop does after evaluating an epoch, as the original does.
 
     Args:
-        config (dict): Options as ``Config._state_dict()`` gives them.
-        label_names (sequence of str): The foreground classes.
-    """
-    if config['data'] == 'toy':
-        return FasterRCNNToy(n_fg_class=len(label_names),
-                             min_size=config['min_size'],
-                             max_size=config['max_size'])
-    pretrained = ('caffe' if config['caffe_pretrain']
-                  else config['pretrained_model'])
-    if config['load_path'] or config['resume']:
-        pretrained = None  # the checkpoint brings the weights
-    return FasterRCNNVGG16(n_fg_class=len(label_names),
-                           pretrained_model=pretrained,
-                           caffe_pretrain_path=config['caffe_pretrain_path'],
-                           use_drop=config['use_drop'],
-                           min_size=config['min_size'],
-                           max_size=config['max_size'])
-
-
-def load_model(path):
-    """Rebuilds a trained detector from a checkpoint written by train.py.
+        epoch (int): The epoch just finished, 0-based.
+        eval_map (float): Its mAP.
+        best_map (float): The best mAP before it.
+        has_best (bool): Whether a best checkpoint was saved before.
+        lr_decay_epoch (int): The 0-based epoch after which the lr decays
+            (the original's ``if epoch == 9``: after the 10th epoch).
 
     Returns:
-        (FasterRCNN, tuple of str, dict): the model in eval mode, the class
-        names, and the config it was trained with.
+        (bool, bool): whether this epoch is the new best (saved as
+        best.pth), and whether the best checkpoint is now reloaded and the
+        lr scaled by ``lr_decay``.
     """
-    config = torch.load(path, map_location='cpu')['config']
-    label_names = _label_names(config['data'])
-    faster_rcnn = build_model(dict(config, load_path=path), label_names)
-    FasterRCNNTrainer(faster_rcnn).load(path, load_optimizer=False)
-    return faster_rcnn.eval(), label_names, config
+    is_best = not has_best or eval_map > best_map
+    return is_best, epoch == lr_decay_epoch
+
+
+def check_preprocessing(faster_rcnn, config, path):
+    """Raises UsageError unless the datasets preprocess as the model does.
+
+    Args:
+        faster_rcnn (FasterRCNN): The model after loading ``path``.
+        config (dict): The options the datasets were built with.
+        path (str): The checkpoint the model's settings came from.
+    """
+    keys = ('min_size', 'max_size', 'caffe_pretrain')
+    model = {k: getattr(faster_rcnn, k) for k in keys}
+    data = {k: config[k] for k in keys}
+    if model != data:
+        raise UsageError(
+            'the model from {} was trained on images preprocessed with {} '
+            'but the datasets would use {}: give the same --min-size, '
+            '--max-size and --caffe-pretrain'.format(
+                path, _settings(model), _settings(data)))
+
+
+def _settings(settings):
+    return ', '.join('{}={}'.format(k, v) for k, v in settings.items())
 
 
 def _label_names(data):
@@ -156,7 +162,7 @@ def train(**kwargs):
         kwargs = {**TOY_PRESET, **kwargs}
     opt._parse(kwargs)
     if opt.data not in ('voc', 'toy'):
-        raise ValueError("--data must be 'voc' or 'toy', got {!r}".format(
+        raise UsageError("--data must be 'voc' or 'toy', got {!r}".format(
             opt.data))
     if opt.seed is not None:
         _seed(opt.seed)
@@ -167,29 +173,28 @@ def train(**kwargs):
         print('writing the toy dataset to {}'.format(opt.voc_data_dir))
         generate_voc(opt.voc_data_dir, label_names=label_names)
 
-    dataset = Dataset(opt, label_names=label_names)
-    dataloader = data_.DataLoader(dataset, batch_size=1, shuffle=True,
-                                  num_workers=opt.num_workers)
-    testset = TestDataset(opt, label_names=label_names)
-    test_dataloader = data_.DataLoader(testset, batch_size=1, shuffle=False,
-                                       num_workers=opt.test_num_workers)
-    faster_rcnn = build_model(opt._state_dict(), label_names)
+    dataloader, testset, test_dataloader = _loaders(opt, label_names)
+    pretrained = ('caffe' if opt.caffe_pretrain else opt.pretrained_model)
+    faster_rcnn = build_model(
+        opt._state_dict(), len(label_names),
+        pretrained_model=None if opt.load_path or opt.resume else pretrained)
     vis = Visualizer(env=opt.env, port=opt.port)
     trainer = FasterRCNNTrainer(
         faster_rcnn, rpn_sigma=opt.rpn_sigma, roi_sigma=opt.roi_sigma,
         lr=opt.lr, weight_decay=opt.weight_decay, use_adam=opt.use_adam,
-        vis=vis, config=opt._state_dict()).to(device)
+        vis=vis, config=opt._state_dict(),
+        label_names=label_names).to(device)
     os.makedirs(opt.out_dir, exist_ok=True)
 
     start_epoch, best_map, best_path = 0, 0., None
     if opt.resume:
-        info = trainer.load(opt.resume, resume=True)
+        info = _load(trainer, opt.resume, resume=True)
         start_epoch, best_map = info['epoch'], info['best_map']
         best_path = info.get('best_path')
         print('resumed from {} at epoch {} (lr {}, best map {:.4f})'.format(
             opt.resume, start_epoch, _lr(trainer), best_map))
     elif opt.load_path:
-        trainer.load(opt.load_path, load_optimizer=False)
+        _load(trainer, opt.load_path, load_optimizer=False)
     vis.text(list(label_names), win='labels')
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -215,12 +220,15 @@ def train(**kwargs):
                     k: round(v, 4) for k, v in trainer.get_meter_data().items()})
             vis.log(log_info)
             tqdm.write(log_info)
-            if eval_result['map'] > best_map or best_path is None:
+            is_best, decay = end_of_epoch(
+                epoch, eval_result['map'], best_map, best_path is not None,
+                opt.lr_decay_epoch)
+            if is_best:
                 best_map = float(eval_result['map'])
                 best_path = trainer.save(
                     save_path=os.path.join(opt.out_dir, 'best.pth'),
                     epoch=epoch + 1, best_map=best_map)
-            if epoch + 1 == opt.lr_decay_epoch:
+            if decay:
                 trainer.load(best_path, load_optimizer=True)
                 trainer.faster_rcnn.scale_lr(opt.lr_decay)
             trainer.save(save_optimizer=True, save_path=last_path,
@@ -246,9 +254,48 @@ def train(**kwargs):
     return best_map
 
 
+def _loaders(opt, label_names):
+    """The training loader, the test set and its loader.
+
+    A dataset that cannot be read is a command-line mistake (UsageError),
+    reported before any training.
+    """
+    try:
+        dataset = Dataset(opt, label_names=label_names)
+        testset = TestDataset(opt, label_names=label_names)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    dataloader = data_.DataLoader(dataset, batch_size=1, shuffle=True,
+                                  num_workers=opt.num_workers)
+    test_dataloader = data_.DataLoader(testset, batch_size=1, shuffle=False,
+                                       num_workers=opt.test_num_workers)
+    return dataloader, testset, test_dataloader
+
+
+def _load(trainer, path, **kwargs):
+    """Loads ``path`` into the trainer, and checks that the datasets
+    preprocess as the loaded model does."""
+    try:
+        info = trainer.load(path, **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    check_preprocessing(trainer.faster_rcnn, opt._state_dict(), path)
+    return info
+
+
 def _lr(trainer):
     return trainer.optimizer.param_groups[0]['lr']
 
 
+def main(argv=None):
+    """The command line: a mistake in it is one line and exit status 2; a
+    crash inside training keeps its traceback."""
+    try:
+        fire.Fire(command=argv)
+    except UsageError as err:
+        print('train.py: error: {}'.format(err), file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == '__main__':
-    fire.Fire()
+    main()

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchnet.meter import AverageValueMeter, ConfusionMeter
 
+from model.utils.checkpoint import model_state_dict, read_checkpoint
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 
 LossTuple = namedtuple('LossTuple', ['rpn_loc_loss', 'rpn_cls_loss',
@@ -43,11 +44,14 @@ class FasterRCNNTrainer(nn.Module):
         vis (utils.vis_tool.Visualizer): Optional dashboard whose state is
             saved with the checkpoints.
         config (dict): Optional settings saved with the checkpoints.
+        label_names (sequence of str): Optional class names saved with the
+            checkpoints, so that :func:`model.load_detector` knows them.
     """
 
     def __init__(self, faster_rcnn, rpn_sigma=3., roi_sigma=1., lr=1e-3,
                  weight_decay=5e-4, use_adam=False, anchor_target_creator=None,
-                 proposal_target_creator=None, vis=None, config=None):
+                 proposal_target_creator=None, vis=None, config=None,
+                 label_names=None):
         super().__init__()
         self.faster_rcnn = faster_rcnn
         self.rpn_sigma = rpn_sigma
@@ -62,6 +66,7 @@ class FasterRCNNTrainer(nn.Module):
             lr=lr, weight_decay=weight_decay, use_adam=use_adam)
         self.vis = vis
         self.config = config or {}
+        self.label_names = label_names
         self.n_step = 0
 
         self.rpn_cm = ConfusionMeter(2)
@@ -167,6 +172,8 @@ class FasterRCNNTrainer(nn.Module):
         save_dict = dict(model=self.faster_rcnn.state_dict(),
                          config=self.config, other_info=kwargs,
                          n_step=self.n_step, rng=_rng_state())
+        if self.label_names is not None:
+            save_dict['label_names'] = list(self.label_names)
         if self.vis is not None:
             save_dict['vis_info'] = self.vis.state_dict()
         if save_optimizer:
@@ -184,28 +191,39 @@ class FasterRCNNTrainer(nn.Module):
         return save_path
 
     def load(self, path, load_optimizer=True, parse_opt=False, resume=False):
-        """Loads a checkpoint written by :meth:`save` (or a bare state dict).
+        """Loads a checkpoint written by :meth:`save` (or by the original
+        design's trainer, or a bare state dict).
+
+        The model's preprocessing comes with the weights: from the state
+        dict, or from the config of an original design's checkpoint; a bare
+        state dict keeps the model's own (see
+        :func:`model.utils.checkpoint.model_state_dict`).
 
         Args:
             path (str): The checkpoint.
             load_optimizer (bool): Restore the optimizer's state if saved.
             parse_opt (bool): Keep the saved settings in ``self.config``
                 (the caller decides what to do with them).
-            resume (bool): Also restore the step count and the random
-                states of python, numpy and torch, to continue an
+            resume (bool): Also restore the optimizer, the step count and
+                the random states of python, numpy and torch, to continue an
                 interrupted run.
 
         Returns:
             dict: The saved 'other_info' (empty for a bare state dict).
+
+        Raises:
+            ValueError: with ``resume``, if the file is not a checkpoint
+                that ``save(save_optimizer=True)`` wrote during training.
         """
-        state = torch.load(path, map_location='cpu')
+        state = read_checkpoint(path)
+        if resume:
+            _check_resumable(state, path)
+        self.faster_rcnn.load_state_dict(model_state_dict(state))
         if 'model' not in state:  # a bare state dict
-            self.faster_rcnn.load_state_dict(state)
             return {}
-        self.faster_rcnn.load_state_dict(state['model'])
         if parse_opt:
             self.config = state.get('config', {})
-        if load_optimizer and 'optimizer' in state:
+        if (load_optimizer or resume) and 'optimizer' in state:
             self.optimizer.load_state_dict(state['optimizer'])
         if self.vis is not None and 'vis_info' in state:
             self.vis.load_state_dict(state['vis_info'])
@@ -227,6 +245,22 @@ class FasterRCNNTrainer(nn.Module):
     def get_meter_data(self):
         """Mean of each loss since the last reset, by name."""
         return {k: v.value()[0] for k, v in self.meters.items()}
+
+
+def _check_resumable(state, path):
+    """Raises ValueError unless ``state`` can continue a training run."""
+    if 'model' not in state:
+        lacks = ['model', 'optimizer', 'n_step', 'rng', 'other_info']
+    else:
+        lacks = [k for k in ('optimizer', 'n_step', 'rng') if k not in state]
+        info = state.get('other_info') or {}
+        lacks += ['other_info.' + k for k in ('epoch', 'best_map')
+                  if k not in info]
+    if lacks:
+        raise ValueError(
+            '{} is not a resumable checkpoint: it lacks {} (resume from the '
+            'last.pth or interrupted.pth that train.py writes, or start from '
+            'its weights with --load-path)'.format(path, ', '.join(lacks)))
 
 
 def _rng_state():

@@ -3,7 +3,7 @@
     python benchmarks/bench_model.py [--repeats 5] [--threads 2]
 
 Each creator is timed beside the original design's numpy code
-(tests/reference_original.py), run in the same process on the same inputs,
+(reference/original.py), run in the same process on the same inputs,
 and reported as a ratio to it: these machines are noisy, ratios less so.
 The network figures (VGG16 forward, a training forward + backward) have no
 such baseline and are printed as they are.
@@ -17,15 +17,14 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests'),
-                os.path.join(ROOT, 'benchmarks')]
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'benchmarks')]
 
-import reference_original as original  # noqa: E402
 from bench_data import median_time  # noqa: E402
 from model import FasterRCNNVGG16  # noqa: E402
 from model.region_proposal_network import _enumerate_shifted_anchor  # noqa: E402
 from model.utils.creator_tool import (AnchorTargetCreator,  # noqa: E402
                                       ProposalCreator, ProposalTargetCreator)
+from reference import original  # noqa: E402
 from trainer import FasterRCNNTrainer  # noqa: E402
 
 H, W, N_BOX, STRIDE = 600, 1000, 20, 16

@@ -9,8 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import nms
 
-from data.dataset import preprocess
 from model.utils.bbox_tools import loc2bbox
+from model.utils.preprocess import preprocess
 
 PRESETS = {
     'visualize': dict(nms_thresh=0.3, score_thresh=0.7),
@@ -120,9 +120,10 @@ class FasterRCNN(nn.Module):
                     caffe_pretrain=self.caffe_pretrain)
 
     def set_extra_state(self, state):
-        self.min_size = state['min_size']
-        self.max_size = state['max_size']
-        self.caffe_pretrain = state['caffe_pretrain']
+        # A setting the state does not give keeps this model's value.
+        self.min_size = state.get('min_size', self.min_size)
+        self.max_size = state.get('max_size', self.max_size)
+        self.caffe_pretrain = state.get('caffe_pretrain', self.caffe_pretrain)
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         """Loads weights, saying plainly when they belong to another model.

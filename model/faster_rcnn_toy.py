@@ -12,8 +12,8 @@ way in training and testing (BatchNorm's running statistics do not).
 from torch import nn
 
 from model.faster_rcnn import FasterRCNN
-from model.faster_rcnn_vgg16 import VGG16RoIHead
 from model.region_proposal_network import RegionProposalNetwork
+from model.roi_head import RoIHead
 
 TOY_PROPOSAL_CREATOR_PARAMS = dict(n_train_pre_nms=3000, n_train_post_nms=600,
                                    n_test_pre_nms=1500, n_test_post_nms=300)
@@ -74,8 +74,8 @@ class FasterRCNNToy(FasterRCNN):
             nn.Linear(4 * width * roi_size ** 2, n_feature),
             nn.ReLU(inplace=True),
             nn.Linear(n_feature, n_feature), nn.ReLU(inplace=True))
-        head = VGG16RoIHead(n_class=n_fg_class + 1, roi_size=roi_size,
-                            spatial_scale=1. / self.feat_stride,
-                            classifier=classifier, n_feature=n_feature)
+        head = RoIHead(n_class=n_fg_class + 1, roi_size=roi_size,
+                       spatial_scale=1. / self.feat_stride,
+                       classifier=classifier, n_feature=n_feature)
         super().__init__(extractor, rpn, head, min_size=min_size,
                          max_size=max_size)

@@ -7,10 +7,11 @@ import os
 import torch
 from torch import nn
 from torchvision.models import VGG16_Weights, vgg16
-from torchvision.ops import RoIPool
 
 from model.faster_rcnn import FasterRCNN
-from model.region_proposal_network import RegionProposalNetwork, normal_init
+from model.region_proposal_network import RegionProposalNetwork
+from model.roi_head import RoIHead
+from model.utils.checkpoint import model_state_dict, read_checkpoint
 
 
 def _torchvision_vgg16_state_dict():
@@ -99,6 +100,12 @@ class FasterRCNNVGG16(FasterRCNN):
         use_drop (bool): Dropout in the head's fc6 and fc7.
         min_size (int): Preprocessing: the shorter side's length.
         max_size (int): Preprocessing: the longer side's largest length.
+        caffe_pretrain (bool): Preprocessing: caffe normalization (BGR,
+            0-255, mean subtracted) instead of torchvision's. Default: True
+            exactly when ``pretrained_model='caffe'``. State it for weights
+            trained from caffe's VGG16 that carry no settings of their own
+            (the original's bare state dicts); a checkpoint that records its
+            preprocessing overrides it.
     """
 
     feat_stride = 16  # downsample 16x for the output of conv5 in vgg16
@@ -106,7 +113,8 @@ class FasterRCNNVGG16(FasterRCNN):
     def __init__(self, n_fg_class=20, ratios=[0.5, 1, 2],
                  anchor_scales=[8, 16, 32], pretrained_model='vgg16',
                  caffe_pretrain_path='checkpoints/vgg16_caffe.pth',
-                 use_drop=False, min_size=600, max_size=1000):
+                 use_drop=False, min_size=600, max_size=1000,
+                 caffe_pretrain=None):
         if n_fg_class < 1:
             raise ValueError('n_fg_class must be positive, got {}'.format(
                 n_fg_class))
@@ -120,73 +128,26 @@ class FasterRCNNVGG16(FasterRCNN):
         head = VGG16RoIHead(n_class=n_fg_class + 1, roi_size=7,
                             spatial_scale=(1. / self.feat_stride),
                             classifier=classifier)
+        if caffe_pretrain is None:
+            caffe_pretrain = pretrained_model == 'caffe'
         super().__init__(extractor, rpn, head, min_size=min_size,
-                         max_size=max_size,
-                         caffe_pretrain=pretrained_model == 'caffe')
+                         max_size=max_size, caffe_pretrain=caffe_pretrain)
         if is_checkpoint:
-            state = torch.load(pretrained_model, map_location='cpu')
-            self.load_state_dict(state.get('model', state))
+            self.load_state_dict(model_state_dict(
+                read_checkpoint(pretrained_model)))
 
 
-class VGG16RoIHead(nn.Module):
-    """RoIPool, VGG16's fc6 and fc7, and the class and box predictors.
+class VGG16RoIHead(RoIHead):
+    """RoIPool 7x7, VGG16's fc6 and fc7, and the class and box predictors.
 
     Args:
         n_class (int): The number of classes, background included (L + 1).
         roi_size (int): Height and width of the pooled features.
         spatial_scale (float): Feature size over image size.
-        classifier (nn.Module): ``(R', C * roi_size ** 2) -> (R', n_feature)``,
-            VGG16's fc6 and fc7.
-        n_feature (int): Width of the classifier's output (4096 for VGG16;
-            smaller heads built on this one set their own).
+        classifier (nn.Module): VGG16's fc6 and fc7,
+            ``(R', 512 * roi_size ** 2) -> (R', 4096)``.
     """
 
-    def __init__(self, n_class, roi_size, spatial_scale, classifier,
-                 n_feature=4096):
-        super().__init__()
-        self.classifier = classifier
-        self.cls_loc = nn.Linear(n_feature, n_class * 4)
-        self.score = nn.Linear(n_feature, n_class)
-        normal_init(self.cls_loc, 0, 0.001)
-        normal_init(self.score, 0, 0.01)
-        self.n_class = n_class
-        self.roi_size = roi_size
-        self.spatial_scale = spatial_scale
-        self.roi = RoIPool((roi_size, roi_size), spatial_scale)
-
-    def forward(self, x, rois, roi_indices):
-        """Class scores and box offsets of each RoI.
-
-        Args:
-            x (torch.Tensor): Features, :math:`(N, C, H, W)`.
-            rois (torch.Tensor): :math:`(R', 4)`, each
-                ``(y_min, x_min, y_max, x_max)`` in input pixels.
-            roi_indices (torch.Tensor): :math:`(R',)`, the image of each RoI.
-
-        Returns:
-            (torch.Tensor, torch.Tensor): roi_cls_locs
-            :math:`(R', (L + 1) \\times 4)` and roi_scores
-            :math:`(R', L + 1)`.
-        """
-        pool = roi_pool_yx(self.roi, x, rois, roi_indices)
-        fc7 = self.classifier(pool.flatten(1))
-        return self.cls_loc(fc7), self.score(fc7)
-
-
-def roi_pool_yx(roi_layer, x, rois, roi_indices):
-    """Applies a torchvision RoI op to boxes in ``(y_min, x_min, y_max,
-    x_max)`` order: the op wants ``(index, x_min, y_min, x_max, y_max)``.
-
-    Args:
-        roi_layer (nn.Module): e.g. ``torchvision.ops.RoIPool``.
-        x (torch.Tensor): Features, :math:`(N, C, H, W)`.
-        rois (torch.Tensor): :math:`(R', 4)`.
-        roi_indices (torch.Tensor): :math:`(R',)`.
-
-    Returns:
-        torch.Tensor: pooled features, :math:`(R', C, h, w)`.
-    """
-    rois = torch.as_tensor(rois, dtype=x.dtype, device=x.device)
-    roi_indices = torch.as_tensor(roi_indices, device=x.device).to(x.dtype)
-    indices_and_rois = torch.cat([roi_indices[:, None], rois], dim=1)
-    return roi_layer(x, indices_and_rois[:, [0, 2, 1, 4, 3]].contiguous())
+    def __init__(self, n_class, roi_size, spatial_scale, classifier):
+        super().__init__(n_class, roi_size, spatial_scale, classifier,
+                         n_feature=4096)

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from model.utils.bbox_tools import generate_anchor_base
 from model.utils.creator_tool import ProposalCreator
+from model.utils.layers import normal_init
 
 
 class RegionProposalNetwork(nn.Module):
@@ -117,8 +118,3 @@ def _enumerate_shifted_anchor(anchor_base, feat_stride, height, width):
     anchor = anchor_base[None, :, :] + shift[:, None, :]
     return anchor.reshape(-1, 4)
 
-
-def normal_init(m, mean, stddev):
-    """Weights from N(mean, stddev), biases zero."""
-    m.weight.data.normal_(mean, stddev)
-    m.bias.data.zero_()

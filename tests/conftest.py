@@ -3,7 +3,7 @@ composed detector.
 
 Tests run from the repository root with ``python -m pytest tests``; the root
 and this folder go on ``sys.path`` so that ``import model`` and
-``import reference_original`` work however pytest is started.
+``from reference import original`` work however pytest is started.
 """
 import os
 import sys
@@ -61,7 +61,7 @@ class TinyHead(nn.Module):
         self.score = nn.Linear(n_hidden, n_class)
 
     def forward(self, x, rois, roi_indices):
-        from model.faster_rcnn_vgg16 import roi_pool_yx
+        from model.utils.layers import roi_pool_yx
         pool = roi_pool_yx(self.roi, x, rois, roi_indices)
         h = F.relu(self.fc(pool.flatten(1)))
         return self.cls_loc(h), self.score(h)

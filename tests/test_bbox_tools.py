@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import reference_original as ref
+from reference import original as ref
 from model.utils.bbox_tools import (bbox2loc, bbox_iou, generate_anchor_base,
                                      loc2bbox)
 

@@ -1,4 +1,5 @@
 """Config: the original defaults, option parsing and the state dict."""
+import os
 
 import pytest
 
@@ -8,8 +9,6 @@ SPEC_DEFAULTS = {
     'voc_data_dir': '/dataset/PASCAL2007/VOC2007/',
     'min_size': 600,
     'max_size': 1000,
-    'num_workers': 8,
-    'test_num_workers': 8,
     'rpn_sigma': 3.,
     'roi_sigma': 1.,
     'weight_decay': 0.0005,
@@ -32,6 +31,9 @@ SPEC_DEFAULTS = {
 }
 
 NEW_DEFAULTS = {
+    # The spec's 8 workers, but never more than the machine has cores.
+    'num_workers': min(8, os.cpu_count()),
+    'test_num_workers': min(8, os.cpu_count()),
     'lr_decay_epoch': 9,
     'seed': None,
     'device': None,

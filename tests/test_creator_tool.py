@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-import reference_original as ref
+from reference import original as ref
 from model.utils.creator_tool import (AnchorTargetCreator, ProposalCreator,
                                       ProposalTargetCreator)
 

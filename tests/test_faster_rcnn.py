@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torchvision.ops import nms
 
 import model.faster_rcnn as faster_rcnn_module
-import reference_original as ref
+from reference import original as ref
 from data.dataset import preprocess
 from trainer import FasterRCNNTrainer, LossTuple
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import reference_original as ref
+from reference import original as ref
 from model.region_proposal_network import (RegionProposalNetwork,
                                            _enumerate_shifted_anchor)
 from model.utils.bbox_tools import generate_anchor_base

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import train
+from model import load_detector
 from data.synthetic import generate_voc
 from model.faster_rcnn_toy import FasterRCNNToy
 from test_vis_tool import visdom_server, window_data  # noqa: F401
@@ -41,11 +42,12 @@ def _options(data_dir, out_dir, **kwargs):
 @pytest.fixture(scope='module')
 def toy_run(tmp_path_factory):
     """A shortened seeded toy training: the preset's 400 images (300 to
-    train on), 4 of its 8 epochs, the lr decayed after the third."""
+    train on), 4 of its 8 epochs, the lr decayed after the third (0-based
+    epoch 2)."""
     tmp = tmp_path_factory.mktemp('toy_run')
     data_dir = generate_voc(str(tmp / 'toy_voc'), n_images=400, seed=1)
     best_map = train.train(**_options(data_dir, tmp / 'ck', epoch=4,
-                                      lr_decay_epoch=3))
+                                      lr_decay_epoch=2))
     return dict(data_dir=data_dir, out_dir=str(tmp / 'ck'), best_map=best_map)
 
 
@@ -77,7 +79,7 @@ def test_toy_run_leaves_checkpoints_and_a_picture(toy_run):
     out = toy_run['out_dir']
     for name in ('best.pth', 'last.pth', 'predictions.png'):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    faster_rcnn, label_names, config = train.load_model(
+    faster_rcnn, label_names, config = load_detector(
         os.path.join(out, 'best.pth'))
     assert config['data'] == 'toy' and len(label_names) == 5
     assert faster_rcnn.min_size == 256 and faster_rcnn.max_size == 256
@@ -150,19 +152,19 @@ def test_interrupt_saves_a_checkpoint_that_resume_continues(
     out = tmp_path / 'ck'
     monkeypatch.setattr(FasterRCNNTrainer, 'train_step', interrupted_at_step_9)
     with pytest.raises(SystemExit, match='interrupted in epoch 1') as err:
-        train.train(**_options(tiny_data, out, epoch=3, lr_decay_epoch=1))
+        train.train(**_options(tiny_data, out, epoch=3, lr_decay_epoch=0))
     path = str(out / 'interrupted.pth')
     assert '--resume=' + path in str(err.value)
     saved = torch.load(path)
     best_map = saved['other_info']['best_map']
-    decayed_lr = 5e-3 * 0.1  # the toy lr, decayed after epoch 1
+    decayed_lr = 5e-3 * 0.1  # the toy lr, decayed after epoch 0
     assert saved['other_info']['epoch'] == 1
     assert saved['optimizer']['param_groups'][0]['lr'] == pytest.approx(
         decayed_lr)
 
     monkeypatch.setattr(FasterRCNNTrainer, 'train_step', train_step)
     capsys.readouterr()
-    train.train(**_options(tiny_data, out, epoch=3, lr_decay_epoch=1,
+    train.train(**_options(tiny_data, out, epoch=3, lr_decay_epoch=0,
                            resume=path))
     printed = capsys.readouterr().out
     assert 'resumed from {} at epoch 1 (lr {}, best map {:.4f})'.format(

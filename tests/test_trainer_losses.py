@@ -7,7 +7,7 @@ import torch
 from torch.autograd import gradcheck
 from torch.nn import functional as F
 
-import reference_original as ref
+from reference import original as ref
 from conftest import TINY_RATIOS, TINY_SCALES
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import (FasterRCNNTrainer, LossTuple, _fast_rcnn_loc_loss,

@@ -5,7 +5,18 @@
 constructor arguments whose defaults equal the values below.
 """
 
+import difflib
+import os
 from pprint import pprint
+
+# Options kept from the original for old scripts and checkpoints; nothing
+# reads them, so error messages do not offer them.
+UNUSED_OPTIONS = ('use_chainer', 'debug_file')
+
+
+class UsageError(ValueError):
+    """A mistake on the command line: ``train.py`` prints it as one line and
+    exits with status 2."""
 
 
 class Config:
@@ -20,8 +31,8 @@ class Config:
     voc_data_dir = '/dataset/PASCAL2007/VOC2007/'  # VOC2007 root holding Annotations/, ImageSets/, JPEGImages/
     min_size = 600  # resize so that the shorter image side is this many pixels
     max_size = 1000  # ... unless the longer side would then exceed this many pixels
-    num_workers = 8  # data loader worker processes for training
-    test_num_workers = 8  # data loader worker processes for evaluation
+    num_workers = min(8, os.cpu_count() or 1)  # data loader worker processes for training (8, or the number of cores if fewer)
+    test_num_workers = min(8, os.cpu_count() or 1)  # data loader worker processes for evaluation (8, or the number of cores if fewer)
 
     # sigma of the smooth L1 losses
     rpn_sigma = 3.  # sigma of the RPN's box regression loss
@@ -31,7 +42,7 @@ class Config:
     weight_decay = 0.0005  # L2 weight decay of the weights (biases get none)
     lr_decay = 0.1  # factor the learning rate is scaled by at lr_decay_epoch
     lr = 1e-3  # initial learning rate (biases get twice this)
-    lr_decay_epoch = 9  # after this epoch, reload the best checkpoint and scale lr by lr_decay
+    lr_decay_epoch = 9  # 0-based index of the epoch after which the best checkpoint is reloaded and lr scaled by lr_decay (9: after the 10th epoch, as the original's `if epoch == 9`)
 
     # visualization
     env = 'faster-rcnn'  # visdom environment the plots go to
@@ -69,14 +80,12 @@ class Config:
             kwargs (dict): Option names mapped to their new values.
 
         Raises:
-            ValueError: If a name is not an option; nothing is set then.
+            UsageError: If a name is not an option; nothing is set then.
         """
         state_dict = self._state_dict()
         for k in kwargs:
             if k not in state_dict:
-                raise ValueError(
-                    'Unknown option "--{}"; valid options are: {}.'.format(
-                        k, ', '.join('--' + name for name in state_dict)))
+                raise UsageError(_unknown_option_message(k, state_dict))
         for k, v in kwargs.items():
             setattr(self, k, v)
 
@@ -93,6 +102,17 @@ class Config:
         names = [k for klass in reversed(type(self).__mro__)
                  for k in vars(klass) if not k.startswith('_')]
         return {k: getattr(self, k) for k in names}
+
+
+def _unknown_option_message(name, options):
+    """'Unknown option "--epochs"; did you mean "--epoch"? Valid options
+    are: ...' (options that nothing reads are not offered)."""
+    valid = [k for k in options if k not in UNUSED_OPTIONS]
+    message = 'Unknown option "--{}"'.format(name)
+    close = difflib.get_close_matches(name.replace('-', '_'), valid, n=1)
+    message += ('; did you mean "--{}"?'.format(close[0]) if close else '.')
+    return message + ' Valid options are: {}.'.format(
+        ', '.join('--' + k for k in valid))
 
 
 opt = Config()

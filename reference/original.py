@@ -1,4 +1,5 @@
-"""The original design's numpy code, transcribed for the tests to compare with.
+"""The original design's numpy code, transcribed for the tests and benchmarks
+to compare with.
 
 This is chenyuntc/simple-faster-rcnn-pytorch's ``model/utils/bbox_tools.py``,
 ``model/utils/creator_tool.py`` and ``_enumerate_shifted_anchor`` of
@@ -6,9 +7,10 @@ This is chenyuntc/simple-faster-rcnn-pytorch's ``model/utils/bbox_tools.py``,
 slow and obvious as they were: numpy throughout, ``np.random.choice`` drawn
 directly on the index arrays, ``argsort()[::-1]`` for the proposal order and
 torchvision's ``nms`` on CPU tensors (the original's latest version, with the
-``.cuda()`` calls dropped). Nothing here is imported by the library; the tests
-use it to prove that the torch implementation, seeded alike, gives the same
-numbers and draws the same samples.
+``.cuda()`` calls dropped). Nothing here is imported by the library; the
+tests use it to prove that the torch implementation, seeded alike, gives the
+same numbers and draws the same samples, and the benchmarks time it beside
+the library.
 
 The only liberty taken: ``ProposalCreator`` takes a ``parent_training`` flag
 instead of a parent module, so that the tests need no module to drive it.

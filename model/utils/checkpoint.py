@@ -1,0 +1,63 @@
+"""Checkpoints: reading them, and rebuilding the detector one holds.
+
+Three kinds of file hold a detector's weights:
+
+* a checkpoint written by ``train.py`` (:meth:`trainer.FasterRCNNTrainer.save`):
+  ``{'model': state_dict, 'config': {...}, 'label_names': [...], ...}``, its
+  preprocessing inside the state dict;
+* a checkpoint written by the original design's trainer: the same
+  ``'model'`` and ``'config'`` keys, but the preprocessing (``min_size``,
+  ``max_size``, ``caffe_pretrain``) only in ``'config'``;
+* a bare state dict (the original's published chainer-converted weights
+  are one): weights only; the model keeps the settings it was built with.
+"""
+import os
+
+import torch
+
+# The settings of a config that say how the model's input was preprocessed.
+PREPROCESSING_KEYS = ('min_size', 'max_size', 'caffe_pretrain')
+
+
+def read_checkpoint(path):
+    """Loads a checkpoint or state dict onto the CPU.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if ``path`` holds no dict of weights.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError('checkpoint {} does not exist'.format(path))
+    try:
+        state = torch.load(path, map_location='cpu')
+    except Exception as err:
+        raise ValueError('cannot read checkpoint {}: {}'.format(
+            path, err)) from None
+    if not isinstance(state, dict):
+        raise ValueError('checkpoint {} holds a {}, not the dict of weights '
+                         'that torch.save(model.state_dict()) or train.py '
+                         'writes'.format(path, type(state).__name__))
+    return state
+
+
+def model_state_dict(checkpoint):
+    """The model's state dict in a checkpoint, with its preprocessing.
+
+    Args:
+        checkpoint (dict): What :func:`read_checkpoint` returns.
+
+    Returns:
+        dict: A state dict for :meth:`FasterRCNN.load_state_dict`. For an
+        original design's checkpoint, its config's ``min_size``,
+        ``max_size`` and ``caffe_pretrain`` become the model's
+        preprocessing; a bare state dict comes back as it is.
+    """
+    if 'model' not in checkpoint:
+        return checkpoint
+    state = dict(checkpoint['model'])
+    config = checkpoint.get('config') or {}
+    if '_extra_state' not in state:
+        settings = {k: config[k] for k in PREPROCESSING_KEYS if k in config}
+        if settings:
+            state['_extra_state'] = settings
+    return state
