@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchnet.meter import AverageValueMeter, ConfusionMeter
 
+from model.faster_rcnn import check_head_output, check_stride
 from model.utils.checkpoint import model_state_dict, read_checkpoint
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 
@@ -89,12 +90,11 @@ class FasterRCNNTrainer(nn.Module):
         Returns:
             LossTuple of five scalar tensors.
         """
-        if imgs.shape[0] != 1 or len(bboxes) != 1 or len(labels) != 1:
-            raise ValueError('FasterRCNNTrainer supports a batch of exactly '
-                             'one image, got {}'.format(imgs.shape[0]))
+        _check_batch(imgs, bboxes, labels, self.faster_rcnn.n_class - 1)
         img_size = tuple(imgs.shape[2:])
         scale = float(scale)
         features = self.faster_rcnn.extractor(imgs)
+        check_stride(features, img_size, self.faster_rcnn.rpn.feat_stride)
         rpn_locs, rpn_scores, rois, roi_indices, anchor = \
             self.faster_rcnn.rpn(features, img_size, scale)
         bbox = bboxes[0]
@@ -109,6 +109,8 @@ class FasterRCNNTrainer(nn.Module):
         sample_roi_index = torch.zeros(len(sample_roi), device=imgs.device)
         roi_cls_loc, roi_score = self.faster_rcnn.head(
             features, sample_roi, sample_roi_index)
+        check_head_output(self.faster_rcnn.head, roi_cls_loc, roi_score,
+                          len(sample_roi))
 
         # RPN losses
         gt_rpn_loc, gt_rpn_label = self.anchor_target_creator(
@@ -245,6 +247,34 @@ class FasterRCNNTrainer(nn.Module):
     def get_meter_data(self):
         """Mean of each loss since the last reset, by name."""
         return {k: v.value()[0] for k, v in self.meters.items()}
+
+
+def _check_batch(imgs, bboxes, labels, n_fg_class):
+    """Raises ValueError unless the arguments are a batch of one image with
+    its (1, R, 4) boxes and (1, R) labels in [0, n_fg_class - 1]."""
+    expected = dict(imgs='(1, 3, H, W)', bboxes='(1, R, 4)', labels='(1, R)')
+    ndim = dict(imgs=4, bboxes=3, labels=2)
+    for name, value in dict(imgs=imgs, bboxes=bboxes, labels=labels).items():
+        shape = tuple(value.shape)
+        if len(shape) != ndim[name] or shape[0] != 1:
+            raise ValueError(
+                'FasterRCNNTrainer takes a batch of one image: {} must have '
+                'shape {}, got {} (length {})'.format(
+                    name, expected[name], shape, len(value)))
+    if imgs.shape[1] != 3 or bboxes.shape[2] != 4:
+        raise ValueError('imgs must have shape (1, 3, H, W) and bboxes (1, '
+                         'R, 4), got {} and {}'.format(tuple(imgs.shape),
+                                                       tuple(bboxes.shape)))
+    if bboxes.shape[1] != labels.shape[1]:
+        raise ValueError('bboxes and labels must have one row per gt box, got '
+                         '{} boxes and {} labels'.format(bboxes.shape[1],
+                                                        labels.shape[1]))
+    bad = (labels < 0) | (labels >= n_fg_class)
+    if bad.any():
+        raise ValueError(
+            'gt label {} is out of range: the model has {} foreground '
+            'classes (labels 0..{})'.format(int(labels[bad][0]), n_fg_class,
+                                            n_fg_class - 1))
 
 
 def _check_resumable(state, path):

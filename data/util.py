@@ -13,7 +13,8 @@ def read_image(path, dtype=np.float32, color=True):
     """Reads an image from a file.
 
     Grayscale, palette and RGBA images are converted to RGB (the alpha
-    channel is dropped) when ``color`` is ``True``.
+    channel is dropped) when ``color`` is ``True``; 16-bit grayscale images
+    are scaled to [0, 255]. The array is always writable.
 
     Args:
         path (str): A path of an image file.
@@ -31,7 +32,7 @@ def read_image(path, dtype=np.float32, color=True):
     """
     try:
         with Image.open(path) as f:
-            img = np.asarray(f.convert('RGB' if color else 'L'), dtype=dtype)
+            img = _pixels(f, color, dtype)
     except FileNotFoundError as err:
         raise FileNotFoundError(
             'image file {} does not exist'.format(path)) from err
@@ -45,6 +46,22 @@ def read_image(path, dtype=np.float32, color=True):
         return img[np.newaxis]
     # (H, W, C) -> (C, H, W)
     return img.transpose((2, 0, 1))
+
+
+def _pixels(f, color, dtype):
+    """The pixels of an open PIL image in [0, 255], (H, W, 3) or (H, W).
+
+    16-bit and 32-bit grayscale images (PNG 'I;16', 'I') are scaled from
+    their own range (0-65535) to [0, 255]; PIL's own conversion to RGB
+    would saturate them to 255.
+    """
+    if f.mode.startswith('I;16') or f.mode == 'I':
+        img = np.asarray(f, dtype=np.float64) / 257.
+        if color:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        return img.astype(dtype)
+    # np.array, not np.asarray: a uint8 view of PIL's buffer is read-only.
+    return np.array(f.convert('RGB' if color else 'L'), dtype=dtype)
 
 
 def resize_bbox(bbox, in_size, out_size):

@@ -3,6 +3,8 @@
 Shape shorthand: N batch, R' RoIs of the batch, L foreground classes
 (the head predicts L + 1 with 0 = background).
 """
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -30,8 +32,16 @@ class FasterRCNN(nn.Module):
       :class:`model.region_proposal_network.RegionProposalNetwork`, with a
       ``feat_stride`` attribute (s).
     * **head**: ``head(features, rois, roi_indices) -> (roi_cls_locs
-      (R', (L + 1) * 4), roi_scores (R', L + 1))`` with an ``n_class``
-      (L + 1) attribute.
+      (R', (L + 1) * 4), roi_scores (R', L + 1))``, in this order, with an
+      ``n_class`` (L + 1) attribute. The RoIs come as ``(y_min, x_min,
+      y_max, x_max)`` in input pixels and ``roi_indices`` (R',) gives each
+      one's image; :func:`model.utils.layers.roi_pool_yx` hands them to
+      torchvision's RoI ops, which want ``(x_min, y_min, x_max, y_max)``.
+
+    The parts are checked: at construction, that the RPN has a
+    ``feat_stride`` and the head an ``n_class``; at each forward, that the
+    features are ``feat_stride`` times smaller than the image and that the
+    head's outputs have the shapes above.
 
     The model remembers how its input was preprocessed (shorter side scaled
     to ``min_size``, longer side at most ``max_size``, torchvision or caffe
@@ -57,6 +67,10 @@ class FasterRCNN(nn.Module):
                  loc_normalize_std=(0.1, 0.1, 0.2, 0.2),
                  min_size=600, max_size=1000, caffe_pretrain=False):
         super().__init__()
+        _check_part(rpn, 'rpn', 'feat_stride', "the extractor's stride in "
+                    'input pixels')
+        _check_part(head, 'head', 'n_class', 'the number of classes it '
+                    'predicts, background included')
         self.extractor = extractor
         self.rpn = rpn
         self.head = head
@@ -88,17 +102,19 @@ class FasterRCNN(nn.Module):
             * **roi_indices**: :math:`(R',)` the image of each RoI.
         """
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError('FasterRCNN expects images of shape (N, 3, H, W), '
-                             'got {}'.format(tuple(x.shape)))
+            raise ValueError('FasterRCNN expects images x of shape (N, 3, H, '
+                             'W), got {}'.format(tuple(x.shape)))
         img_size = tuple(x.shape[2:])
         stride = self.rpn.feat_stride
         if min(img_size) < stride:
             raise ValueError('image of size {}x{} is smaller than one feature '
                              'stride ({} px) on a side'.format(*img_size, stride))
         h = self.extractor(x)
+        check_stride(h, img_size, stride)
         rpn_locs, rpn_scores, rois, roi_indices, anchor = \
             self.rpn(h, img_size, scale)
         roi_cls_locs, roi_scores = self.head(h, rois, roi_indices)
+        check_head_output(self.head, roi_cls_locs, roi_scores, len(rois))
         return roi_cls_locs, roi_scores, rois, roi_indices
 
     def use_preset(self, preset):
@@ -206,10 +222,8 @@ class FasterRCNN(nn.Module):
             _check_image(img, i)
         if visualize:
             sizes = [tuple(img.shape[1:]) for img in imgs]
-            imgs = [preprocess(_to_numpy(img).astype(np.float32),
-                               min_size=self.min_size, max_size=self.max_size,
-                               caffe_pretrain=self.caffe_pretrain)
-                    for img in imgs]
+            imgs = [self._preprocess(_to_numpy(img), i)
+                    for i, img in enumerate(imgs)]
         elif sizes is None or len(sizes) != len(imgs):
             raise ValueError('predict(visualize=False) needs sizes, the (H, W) '
                              'of each original image, one per image')
@@ -227,6 +241,27 @@ class FasterRCNN(nn.Module):
         bboxes, labels, scores = (list(r) for r in zip(*results)) \
             if results else ([], [], [])
         return bboxes, labels, scores
+
+    def _preprocess(self, img, i):
+        """Image ``i`` (3, H, W) in [0, 255] as the network's input."""
+        if img.size and img.max() <= 1 and np.issubdtype(img.dtype,
+                                                          np.floating):
+            warnings.warn(
+                'predict expects images with values in [0, 255] (as '
+                'read_image gives them); image {} has values in [0, 1], so '
+                'few objects will be found: multiply it by 255'.format(i))
+        out = preprocess(img.astype(np.float32), min_size=self.min_size,
+                         max_size=self.max_size,
+                         caffe_pretrain=self.caffe_pretrain)
+        stride = self.rpn.feat_stride
+        if min(out.shape[1:]) < stride:
+            raise ValueError(
+                'image {} of size {}x{} is {}x{} once resized for the model '
+                '(shorter side to {}, longer at most {}), smaller than one '
+                'feature stride ({} px) on a side'.format(
+                    i, *img.shape[1:], *out.shape[1:], self.min_size,
+                    self.max_size, stride))
+        return out
 
     def _predict_one(self, img, size):
         """Detections of one preprocessed image, in its original pixels."""
@@ -279,6 +314,41 @@ class FasterRCNN(nn.Module):
         for param_group in self.optimizer.param_groups:
             param_group['lr'] *= decay
         return self.optimizer
+
+
+def _check_part(part, name, attribute, meaning):
+    if not hasattr(part, attribute):
+        raise ValueError('FasterRCNN: the {} ({}) has no attribute {!r} '
+                         '({})'.format(name, type(part).__name__, attribute,
+                                       meaning))
+
+
+def check_stride(features, img_size, feat_stride):
+    """Raises ValueError unless ``features`` (N, C, h, w) are ``feat_stride``
+    times smaller than an image of ``img_size`` (H, W), rounding either
+    way: the anchors are laid ``feat_stride`` pixels apart."""
+    for size, n in zip(img_size, features.shape[2:]):
+        if not size // feat_stride <= n <= -(-size // feat_stride):
+            raise ValueError(
+                "the extractor's features are {}x{} for a {}x{} image, a "
+                "stride of about {:.3g} px, but the RPN's feat_stride is {}: "
+                'build the RPN with the extractor\'s stride'.format(
+                    *features.shape[2:], *img_size,
+                    img_size[0] / features.shape[2], feat_stride))
+
+
+def check_head_output(head, roi_cls_locs, roi_scores, n_roi):
+    """Raises ValueError unless the head returned (roi_cls_locs
+    (R', (L + 1) * 4), roi_scores (R', L + 1)) for ``n_roi`` RoIs."""
+    n_class = head.n_class
+    expected = ((n_roi, n_class * 4), (n_roi, n_class))
+    got = (tuple(roi_cls_locs.shape), tuple(roi_scores.shape))
+    if got != expected:
+        raise ValueError(
+            'the head ({}) returned outputs of shapes {} and {}; expected '
+            '(roi_cls_locs {}, roi_scores {}) for {} RoIs and n_class={}, in '
+            'this order'.format(type(head).__name__, *got, *expected, n_roi,
+                                n_class))
 
 
 def _to_numpy(img):

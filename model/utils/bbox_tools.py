@@ -32,6 +32,15 @@ def as_output(is_numpy, *tensors):
     return tensors if len(tensors) > 1 else tensors[0]
 
 
+def _check_rows(a, b, function, name_a, name_b):
+    """Raises ValueError unless ``a`` and ``b`` have one row per box each."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            '{} needs {} and {} with the same number of rows (one per box), '
+            'got shapes {} and {}'.format(function, name_a, name_b,
+                                          tuple(a.shape), tuple(b.shape)))
+
+
 def loc2bbox(src_bbox, loc):
     """Decodes bounding boxes from bounding box offsets and scales.
 
@@ -52,6 +61,7 @@ def loc2bbox(src_bbox, loc):
         array: Decoded boxes, shape :math:`(R, 4K)`, dtype of ``loc``.
     """
     is_numpy, (src_bbox, loc) = as_tensors(src_bbox, loc)
+    _check_rows(src_bbox, loc, 'loc2bbox', 'src_bbox', 'loc')
     if src_bbox.shape[0] == 0:
         return as_output(is_numpy, loc.new_zeros((0, 4)))
     src_bbox = src_bbox.to(loc.dtype)
@@ -93,6 +103,7 @@ def bbox2loc(src_bbox, dst_bbox):
         :math:`(R, 4)`, dtype of ``src_bbox``.
     """
     is_numpy, (src_bbox, dst_bbox) = as_tensors(src_bbox, dst_bbox)
+    _check_rows(src_bbox, dst_bbox, 'bbox2loc', 'src_bbox', 'dst_bbox')
     height = src_bbox[:, 2] - src_bbox[:, 0]
     width = src_bbox[:, 3] - src_bbox[:, 1]
     ctr_y = src_bbox[:, 0] + 0.5 * height
