@@ -1,15 +1,18 @@
 """PASCAL VOC detection metrics: average precision per class and its mean.
 
 Shape shorthand: :math:`R` predicted boxes and :math:`R'` ground truth boxes
-of one image, :math:`L` foreground classes. Boxes are
-``(y_min, x_min, y_max, x_max)``.
+of one image, :math:`L` foreground classes; :math:`N` predicted and :math:`M`
+ground truth boxes of all images together, in :math:`G` groups (one class in
+one image). Boxes are ``(y_min, x_min, y_max, x_max)``.
+
+The matching is vectorised over all images, yet gives the original per-image,
+per-class loop's precision and recall bit for bit, down to the order in which
+``argsort()[::-1]`` ranks tied scores (see :func:`_rerank_ties`).
 """
-from collections import defaultdict
+from collections import namedtuple
 import itertools
 
 import numpy as np
-
-from model.utils.bbox_tools import bbox_iou
 
 
 def eval_detection_voc(
@@ -79,98 +82,366 @@ def calc_detection_voc_prec_rec(
         :math:`L`, one more than the largest label seen.
 
     Raises:
-        ValueError: if the iterables differ in length, or hold no box at
-            all.
+        ValueError: if the iterables differ in length, hold no box at
+            all, or hold a negative label.
     """
     inputs = [pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels]
     if gt_difficults is not None:
         inputs.append(gt_difficults)
+    pred, gt, image_preds = _gather(_zip_same_length(*inputs))
 
-    n_pos = defaultdict(int)
-    score = defaultdict(list)
-    match = defaultdict(list)
-
-    for example in _zip_same_length(*inputs):
-        pred_bbox, pred_label, pred_score, gt_bbox, gt_label = example[:5]
-        gt_difficult = example[5] if gt_difficults is not None else None
-        if gt_difficult is None:
-            gt_difficult = np.zeros(gt_bbox.shape[0], dtype=bool)
-
-        for l in np.unique(np.concatenate((pred_label, gt_label)).astype(int)):
-            pred_mask_l = pred_label == l
-            pred_bbox_l = pred_bbox[pred_mask_l]
-            pred_score_l = pred_score[pred_mask_l]
-            # sort by score
-            order = pred_score_l.argsort()[::-1]
-            pred_bbox_l = pred_bbox_l[order]
-            pred_score_l = pred_score_l[order]
-
-            gt_mask_l = gt_label == l
-            gt_bbox_l = gt_bbox[gt_mask_l]
-            gt_difficult_l = gt_difficult[gt_mask_l]
-
-            n_pos[l] += np.logical_not(gt_difficult_l).sum()
-            score[l].extend(pred_score_l)
-
-            if len(pred_bbox_l) == 0:
-                continue
-            if len(gt_bbox_l) == 0:
-                match[l].extend((0,) * pred_bbox_l.shape[0])
-                continue
-
-            # VOC evaluation follows integer typed bounding boxes.
-            pred_bbox_l = pred_bbox_l.copy()
-            pred_bbox_l[:, 2:] += 1
-            gt_bbox_l = gt_bbox_l.copy()
-            gt_bbox_l[:, 2:] += 1
-
-            iou = bbox_iou(pred_bbox_l, gt_bbox_l)
-            gt_index = iou.argmax(axis=1)
-            # set -1 if there is no matching ground truth
-            gt_index[iou.max(axis=1) < iou_thresh] = -1
-            del iou
-
-            selec = np.zeros(gt_bbox_l.shape[0], dtype=bool)
-            for gt_idx in gt_index:
-                if gt_idx >= 0:
-                    if gt_difficult_l[gt_idx]:
-                        match[l].append(-1)
-                    else:
-                        if not selec[gt_idx]:
-                            match[l].append(1)
-                        else:
-                            match[l].append(0)
-                    selec[gt_idx] = True
-                else:
-                    match[l].append(0)
-
-    if not n_pos:
+    classes = np.union1d(pred.label, gt.label)
+    if len(classes) == 0:
         raise ValueError(
             'calc_detection_voc_prec_rec got no predicted and no ground truth '
             'box; expected at least one box to evaluate')
-    n_fg_class = max(n_pos.keys()) + 1
+    if classes[0] < 0:
+        raise ValueError(
+            'labels must be in [0, L - 1], got {}'.format(classes[0]))
+    n_fg_class = int(classes[-1]) + 1
+    n_pos = np.bincount(gt.label[~gt.difficult], minlength=n_fg_class)
+
+    # Rank the predictions by class, then image, then score, as the
+    # original visits them, and match each (image, class) group greedily.
+    n_img = len(image_preds)
+    order = _rank(pred.label, pred.score, pred.img)
+    group = pred.label[order] * n_img + pred.img[order]
+    group_start = _run_starts(group)
+    order = _rerank_ties(order, pred.score, pred.img, group_start,
+                         image_preds)
+    best_gt = _best_gt(pred.bbox, order, group, group_start,
+                       gt.bbox, gt.label * n_img + gt.img, iou_thresh)
+    match = _match(best_gt, gt.difficult)
+
     prec = [None] * n_fg_class
     rec = [None] * n_fg_class
-
-    for l in n_pos.keys():
-        score_l = np.array(score[l])
-        match_l = np.array(match[l], dtype=np.int8)
-
-        order = score_l.argsort()[::-1]
-        match_l = match_l[order]
-
-        tp = np.cumsum(match_l == 1)
-        fp = np.cumsum(match_l == 0)
-
-        # If an element of fp + tp is 0,
-        # the corresponding element of prec[l] is nan.
-        with np.errstate(invalid='ignore'):
-            prec[l] = tp / (fp + tp)
-        # If n_pos[l] is 0, rec[l] is None.
-        if n_pos[l] > 0:
-            rec[l] = tp / n_pos[l]
+    class_start = np.searchsorted(group, classes * n_img)
+    class_stop = np.searchsorted(group, (classes + 1) * n_img)
+    for l, start, stop in zip(classes, class_start, class_stop):
+        prec[l], rec[l] = _prec_rec(
+            pred.score[order[start:stop]], match[start:stop], n_pos[l])
 
     return prec, rec
+
+
+_Preds = namedtuple('_Preds', 'bbox label score img')
+_Gts = namedtuple('_Gts', 'bbox label difficult img')
+
+
+def _gather(examples):
+    """Concatenates the boxes of all images.
+
+    Args:
+        examples (iterable of tuple): Per image, ``(pred_bbox, pred_label,
+            pred_score, gt_bbox, gt_label)`` and optionally
+            ``gt_difficult``, shaped as in :func:`eval_detection_voc`.
+
+    Returns:
+        tuple of (_Preds, _Gts, list): The :math:`N` predictions of all
+        images, ``bbox`` :math:`(N, 4)` each ``(y_min, x_min, y_max,
+        x_max)``, ``label`` :math:`(N,)` int64, ``score`` :math:`(N,)` and
+        ``img`` :math:`(N,)`, the index of each one's image; the :math:`M`
+        ground truth boxes alike, with ``difficult`` :math:`(M,)` bool in
+        place of ``score``; and per image ``(start, pred_label,
+        pred_score)``, its first prediction's index and its own arrays.
+    """
+    pred_bboxes, pred_labels, pred_scores = [], [], []
+    gt_bboxes, gt_labels, gt_difficults = [], [], []
+    image_preds = []
+    start = 0
+    for example in examples:
+        pred_bbox, pred_label, pred_score, gt_bbox, gt_label = (
+            np.asarray(a) for a in example[:5])
+        gt_difficult = example[5] if len(example) > 5 else None
+        if gt_difficult is None:
+            gt_difficult = np.zeros(len(gt_label), dtype=bool)
+        pred_bboxes.append(pred_bbox.reshape((-1, 4)))
+        pred_labels.append(pred_label)
+        pred_scores.append(pred_score)
+        gt_bboxes.append(gt_bbox.reshape((-1, 4)))
+        gt_labels.append(gt_label)
+        gt_difficults.append(np.asarray(gt_difficult, dtype=bool))
+        image_preds.append((start, pred_label, pred_score))
+        start += len(pred_label)
+
+    def images(arrays, dtype=None):
+        if not arrays:
+            return np.zeros(0, dtype)
+        joined = np.concatenate(arrays)
+        return joined if dtype is None else joined.astype(dtype, copy=False)
+
+    def boxes(arrays):
+        return np.concatenate(arrays) if arrays else np.zeros((0, 4))
+
+    def image_index(labels):
+        return np.repeat(np.arange(len(labels)), [len(l) for l in labels])
+
+    pred = _Preds(boxes(pred_bboxes), images(pred_labels, np.int64),
+                  images(pred_scores), image_index(pred_labels))
+    gt = _Gts(boxes(gt_bboxes), images(gt_labels, np.int64),
+              images(gt_difficults, bool), image_index(gt_labels))
+    return pred, gt, image_preds
+
+
+def _rank(label, score, img):
+    """The order of the predictions by class, then image, then descending
+    score.
+
+    Args:
+        label, score, img (~numpy.ndarray): Shape :math:`(N,)` each; labels
+            and image indices are non-negative integers.
+
+    Returns:
+        ~numpy.ndarray: A permutation of shape :math:`(N,)`. Predictions
+        of one class and image with equal scores come in any order; see
+        :func:`_rerank_ties`.
+    """
+    order = score.argsort()[::-1]
+    # Stable sorts keep the order of the previous key; on keys of 16 bits
+    # or fewer numpy sorts by radix, so the key casts are a speed-up only.
+    for key in (img, label):
+        key = key[order]
+        if len(key):
+            key = key.astype(np.min_scalar_type(key.max()))
+        order = order[key.argsort(kind='stable')]
+    return order
+
+
+def _run_starts(key):
+    """The index of the first element of each run of equal keys.
+
+    Args:
+        key (~numpy.ndarray): Shape :math:`(N,)`.
+
+    Returns:
+        ~numpy.ndarray: Shape :math:`(G,)`, the start of each of the
+        :math:`G` runs, ascending from 0 (empty when :math:`N = 0`).
+    """
+    return np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1]))) \
+        if len(key) else np.zeros(0, np.int64)
+
+
+def _rerank_ties(order, score, img, group_start, image_preds):
+    """Orders each group with tied scores exactly as the original does.
+
+    The original ranks the predictions of one class in one image by
+    ``pred_score_l.argsort()[::-1]``, numpy's unstable sort reversed; the
+    order it gives to equal scores decides which of them is the true
+    positive, and where they land in the final ranking. So a group whose
+    scores are not strictly decreasing (ties, or ``nan``) is ranked again
+    by that same call on that same array; the other groups have one
+    possible order.
+
+    Args:
+        order (~numpy.ndarray): Shape :math:`(N,)`, the predictions ranked
+            by :func:`_rank`.
+        score (~numpy.ndarray): Shape :math:`(N,)`, all predictions'
+            scores.
+        img (~numpy.ndarray): Shape :math:`(N,)`, each prediction's image.
+        group_start (~numpy.ndarray): Shape :math:`(G,)`, where each
+            (class, image) group starts in ``order``.
+        image_preds (list of tuple): Per image, ``(start, pred_label,
+            pred_score)`` as :func:`_gather` returns them.
+
+    Returns:
+        ~numpy.ndarray: ``order``, re-ranked in place.
+    """
+    ranked = score[order]
+    tied = ~(ranked[1:] < ranked[:-1])
+    tied[group_start[1:] - 1] = False  # pairs across two groups
+    group_stop = np.append(group_start[1:], len(order))
+    for g in np.unique(np.searchsorted(group_start, np.flatnonzero(tied),
+                                       side='right') - 1):
+        start, stop = group_start[g], group_stop[g]
+        first = order[start]
+        image_start, pred_label, pred_score = image_preds[img[first]]
+        in_group = np.flatnonzero(
+            pred_label == pred_label[first - image_start])
+        order[start:stop] = image_start + in_group[
+            pred_score[in_group].argsort()[::-1]]
+    return order
+
+
+def _best_gt(pred_bbox, order, group, group_start, gt_bbox, gt_group,
+             iou_thresh):
+    """The ground truth box each prediction overlaps most, if enough.
+
+    As in the VOC devkit, boxes are integer pixel ranges: 1 is added to
+    ``y_max`` and ``x_max`` before the IoU. Among equal IoUs the first box
+    (in input order) wins.
+
+    Args:
+        pred_bbox (~numpy.ndarray): Shape :math:`(N, 4)`, each
+            ``(y_min, x_min, y_max, x_max)``.
+        order (~numpy.ndarray): Shape :math:`(N,)`, the ranking:
+            ``pred_bbox[order[i]]`` is the :math:`i`-th prediction.
+        group (~numpy.ndarray): Shape :math:`(N,)`, ascending, the group
+            of each ranked prediction; a prediction is compared with the
+            boxes of its group (one class in one image).
+        group_start (~numpy.ndarray): Shape :math:`(G,)`, where each run
+            of ``group`` starts.
+        gt_bbox (~numpy.ndarray): Shape :math:`(M, 4)`, each
+            ``(y_min, x_min, y_max, x_max)``.
+        gt_group (~numpy.ndarray): Shape :math:`(M,)`, the group of each
+            ground truth box.
+        iou_thresh (float): The least IoU of a match.
+
+    Returns:
+        ~numpy.ndarray: Shape :math:`(N,)`, the index in ``gt_bbox`` of
+        each ranked prediction's best box, or -1 where its group has no box or
+        its best IoU is below ``iou_thresh``.
+    """
+    best = np.full(len(group), -1, dtype=np.int64)
+    gt_order = gt_group.argsort(kind='stable')
+    gt_group = gt_group[gt_order]
+    group_n_pred = np.diff(np.append(group_start, len(group)))
+    group_first_gt = np.searchsorted(gt_group, group[group_start])
+    group_n_gt = np.searchsorted(gt_group, group[group_start],
+                                 side='right') - group_first_gt
+    # Pair every prediction with every box of its group, a prediction's
+    # boxes side by side: a segment of n_gt pairs per prediction.
+    first_gt = np.repeat(group_first_gt, group_n_pred)
+    n_gt = np.repeat(group_n_gt, group_n_pred)
+    pred_index = np.flatnonzero(n_gt)
+    if len(pred_index) == 0:
+        return best
+    n_gt = n_gt[pred_index]
+    segment_start = np.cumsum(n_gt) - n_gt
+    pair_gt = gt_order[np.arange(n_gt.sum()) + np.repeat(
+        first_gt[pred_index] - segment_start, n_gt)]
+    pair_pred = np.repeat(pred_index, n_gt)
+
+    iou = _pair_iou(_pixel_bbox(pred_bbox[order[pair_pred]]),
+                    _pixel_bbox(gt_bbox[pair_gt]))
+    max_iou, argmax = _segment_max(iou, segment_start)
+    # As ``iou.max() < iou_thresh`` decides in the original: nan matches.
+    hit = ~(max_iou < iou_thresh)
+    best[pred_index[hit]] = pair_gt[argmax[hit]]
+    return best
+
+
+def _pixel_bbox(bbox):
+    """Adds 1 to ``y_max`` and ``x_max`` of boxes of shape :math:`(K, 4)`,
+    in place, and returns them."""
+    bbox[:, 2:] += 1
+    return bbox
+
+
+def _pair_iou(bbox_a, bbox_b):
+    """Intersection over union of the boxes of two aligned sets.
+
+    The arithmetic is that of :func:`model.utils.bbox_tools.bbox_iou` (in
+    torch), to the bit: the same operations in the same order and types.
+    Where it differs from numpy's it is spelled out: integer boxes divide
+    in float32, and integer with float boxes compute in the float type.
+
+    Args:
+        bbox_a (~numpy.ndarray): Shape :math:`(K, 4)`, each
+            ``(y_min, x_min, y_max, x_max)``.
+        bbox_b (~numpy.ndarray): Shape :math:`(K, 4)`, same order.
+
+    Returns:
+        ~numpy.ndarray: Shape :math:`(K,)`; element ``k`` is the IoU of
+        ``bbox_a[k]`` and ``bbox_b[k]`` (``nan`` for two empty boxes).
+    """
+    dtype = _torch_result_type(bbox_a.dtype, bbox_b.dtype)
+    tl = np.maximum(bbox_a[:, :2].astype(dtype, copy=False),
+                    bbox_b[:, :2].astype(dtype, copy=False))
+    br = np.minimum(bbox_a[:, 2:].astype(dtype, copy=False),
+                    bbox_b[:, 2:].astype(dtype, copy=False))
+    area_i = np.prod(br - tl, axis=1) * (tl < br).all(axis=1)
+    area_a = np.prod(bbox_a[:, 2:] - bbox_a[:, :2], axis=1)
+    area_b = np.prod(bbox_b[:, 2:] - bbox_b[:, :2], axis=1)
+    dtype = _torch_result_type(area_a.dtype, area_b.dtype)
+    area_u = (area_a.astype(dtype, copy=False)
+              + area_b.astype(dtype, copy=False)) - area_i
+    if not np.issubdtype(area_u.dtype, np.floating):
+        area_i = area_i.astype(np.float32)
+        area_u = area_u.astype(np.float32)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return area_i / area_u
+
+
+def _torch_result_type(dtype_a, dtype_b):
+    """numpy's type promotion, except that integers with floats give the
+    float type, as in torch."""
+    a_is_float = np.issubdtype(dtype_a, np.floating)
+    if a_is_float != np.issubdtype(dtype_b, np.floating):
+        return dtype_a if a_is_float else dtype_b
+    return np.result_type(dtype_a, dtype_b)
+
+
+def _segment_max(values, segment_start):
+    """The maximum of each segment and where it first occurs.
+
+    Args:
+        values (~numpy.ndarray): Shape :math:`(K,)`, float.
+        segment_start (~numpy.ndarray): Shape :math:`(S,)`, the ascending
+            starts of :math:`S` non-empty segments, the first at 0.
+
+    Returns:
+        tuple of two arrays of shape :math:`(S,)`: each segment's maximum
+        and the index in ``values`` of its first occurrence, as
+        :func:`numpy.max` and :func:`numpy.argmax` give them (a ``nan`` is
+        the maximum; equal values, ``-0.0`` and ``0.0`` among them, go to
+        the first).
+    """
+    segment_max = np.maximum.reduceat(values, segment_start)
+    of_segment = np.repeat(segment_max, np.diff(
+        np.append(segment_start, len(values))))
+    at_max = (values == of_segment) | (np.isnan(values) & np.isnan(of_segment))
+    index = np.where(at_max, np.arange(len(values)), len(values))
+    return segment_max, np.minimum.reduceat(index, segment_start)
+
+
+def _match(best_gt, gt_difficult):
+    """Greedy matching of ranked predictions to ground truth boxes.
+
+    A prediction whose best box is difficult is ignored; otherwise it is
+    a true positive if it is the first (highest ranked) to claim its best
+    box, and a false positive if it comes later or has no best box.
+
+    Args:
+        best_gt (~numpy.ndarray): Shape :math:`(N,)`, ranked; each
+            prediction's best box, an index into ``gt_difficult``, or -1.
+        gt_difficult (~numpy.ndarray): Shape :math:`(M,)`, bool.
+
+    Returns:
+        ~numpy.ndarray: Shape :math:`(N,)`, int8: 1 (true positive), 0
+        (false positive) or -1 (ignored).
+    """
+    match = np.zeros(len(best_gt), dtype=np.int8)
+    hit = np.flatnonzero(best_gt >= 0)
+    difficult = gt_difficult[best_gt[hit]]
+    match[hit[difficult]] = -1
+    hit = hit[~difficult]
+    _, first = np.unique(best_gt[hit], return_index=True)
+    match[hit[first]] = 1
+    return match
+
+
+def _prec_rec(score, match, n_pos):
+    """The precision and recall curves of one class.
+
+    Args:
+        score (~numpy.ndarray): Shape :math:`(K,)`, the class's prediction
+            scores, image by image, each image's ranked.
+        match (~numpy.ndarray): Shape :math:`(K,)`, their matches as
+            :func:`_match` gives them.
+        n_pos (int): The number of non-difficult ground truth boxes.
+
+    Returns:
+        tuple: The precision, shape :math:`(K,)`, and the recall, shape
+        :math:`(K,)` or ``None`` when ``n_pos`` is 0, after each
+        prediction ranked by ``score.argsort()[::-1]`` over all images.
+    """
+    match = match[score.argsort()[::-1]]
+    tp = np.cumsum(match == 1)
+    fp = np.cumsum(match == 0)
+    # If an element of fp + tp is 0, the precision there is nan.
+    with np.errstate(invalid='ignore'):
+        prec = tp / (fp + tp)
+    return prec, (tp / n_pos if n_pos > 0 else None)
 
 
 def _zip_same_length(*iterables):
@@ -213,12 +484,11 @@ def calc_detection_voc_ap(prec, rec, use_07_metric=False):
 
         if use_07_metric:
             # 11 point metric
+            prec_l = np.nan_to_num(prec[l])
             ap[l] = 0
             for t in np.arange(0., 1.1, 0.1):
-                if np.sum(rec[l] >= t) == 0:
-                    p = 0
-                else:
-                    p = np.max(np.nan_to_num(prec[l])[rec[l] >= t])
+                reached = rec[l] >= t
+                p = np.max(prec_l[reached]) if reached.any() else 0
                 ap[l] += p / 11
         else:
             # correct AP calculation
