@@ -225,7 +225,7 @@ class FasterRCNNTrainer(nn.Module):
             return {}
         if parse_opt:
             self.config = state.get('config', {})
-        if (load_optimizer or resume) and 'optimizer' in state:
+        if (load_optimizer or resume) and state.get('optimizer'):
             self.optimizer.load_state_dict(state['optimizer'])
         if self.vis is not None and 'vis_info' in state:
             self.vis.load_state_dict(state['vis_info'])

@@ -244,8 +244,9 @@ class FasterRCNN(nn.Module):
 
     def _preprocess(self, img, i):
         """Image ``i`` (3, H, W) in [0, 255] as the network's input."""
-        if img.size and img.max() <= 1 and np.issubdtype(img.dtype,
-                                                          np.floating):
+        # (an all-black image, max 0, is a real image in [0, 255])
+        if (np.issubdtype(img.dtype, np.floating) and img.size
+                and 0 < img.max() <= 1):
             warnings.warn(
                 'predict expects images with values in [0, 255] (as '
                 'read_image gives them); image {} has values in [0, 1], so '

@@ -1,0 +1,245 @@
+"""Checkpoints in every format the original design wrote, the library's
+loader, the caffe VGG16 converter, and training that refuses a checkpoint
+whose preprocessing differs from its datasets'. Files are written by the
+tests in the original's format: its parameter names and only its config
+fields. Nothing is downloaded."""
+import os
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import train
+from model import FasterRCNNToy, FasterRCNNVGG16, load_detector
+from model.utils.convert_caffe_vgg16 import FILE_NAME, convert_caffe_vgg16
+from trainer import FasterRCNNTrainer
+from utils.config import UsageError
+
+# The original design's Config fields (utils/config.py of
+# chenyuntc/simple-faster-rcnn-pytorch), as its checkpoints hold them.
+ORIGINAL_CONFIG = dict(
+    voc_data_dir='/dataset/PASCAL2007/VOC2007/', min_size=600, max_size=1000,
+    num_workers=8, test_num_workers=8, rpn_sigma=3., roi_sigma=1.,
+    weight_decay=0.0005, lr_decay=0.1, lr=1e-3, env='faster-rcnn',
+    port=8097, plot_every=40, data='voc', pretrained_model='vgg16',
+    epoch=14, use_adam=False, use_chainer=False, use_drop=False,
+    debug_file='/tmp/debugf', test_num=10000, load_path=None,
+    caffe_pretrain=False, caffe_pretrain_path='checkpoints/vgg16_caffe.pth')
+# The original FasterRCNNVGG16's parameter names.
+VGG_CONV = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+ORIGINAL_KEYS = (
+    ['extractor.%d.%s' % (i, p) for i in VGG_CONV for p in ('weight', 'bias')]
+    + ['rpn.%s.%s' % (m, p) for m in ('conv1', 'score', 'loc')
+       for p in ('weight', 'bias')]
+    + ['head.classifier.%d.%s' % (i, p) for i in (0, 2)
+       for p in ('weight', 'bias')]
+    + ['head.%s.%s' % (m, p) for m in ('cls_loc', 'score')
+       for p in ('weight', 'bias')])
+
+
+def original_state_dict(model):
+    """The model's weights under the original's names, without the
+    preprocessing settings the original never saved."""
+    state = {k: v for k, v in model.state_dict().items()
+             if k != '_extra_state'}
+    assert sorted(state) == sorted(ORIGINAL_KEYS)
+    return state
+
+
+@pytest.fixture(scope='module')
+def original_checkpoint(tmp_path_factory):
+    """A VGG16 checkpoint as the original trainer saved it after training
+    from caffe weights at 480/800 px: {'model', 'config', 'other_info',
+    'vis_info'} and no '_extra_state'."""
+    torch.manual_seed(3)
+    model = FasterRCNNVGG16(n_fg_class=20, pretrained_model=None)
+    state = original_state_dict(model)
+    config = dict(ORIGINAL_CONFIG, caffe_pretrain=True, min_size=480,
+                  max_size=800)
+    path = str(tmp_path_factory.mktemp('original') / 'fasterrcnn_0.71')
+    torch.save(dict(model=state, config=config,
+                    other_info=dict(best_map=0.71), vis_info={}), path)
+    yield dict(path=path, state=state)
+    os.remove(path)  # pytest keeps recent temporary folders: not 550 MB
+
+
+def assert_weights(model, state):
+    got = model.state_dict()
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(got[key], value), key
+
+
+def test_original_checkpoint_brings_its_preprocessing(original_checkpoint):
+    # Three ways in: the constructor, the trainer, the library's loader.
+    path = original_checkpoint['path']
+    built = FasterRCNNVGG16(n_fg_class=20, pretrained_model=path)
+    trainer = FasterRCNNTrainer(
+        FasterRCNNVGG16(n_fg_class=20, pretrained_model=None))
+    info = trainer.load(path)
+    loaded, label_names, config = load_detector(path)
+
+    assert info == dict(best_map=0.71)
+    assert label_names is None  # the original records none
+    assert config['caffe_pretrain'] is True
+    for model in (built, trainer.faster_rcnn, loaded):
+        assert model.caffe_pretrain is True
+        assert (model.min_size, model.max_size) == (480, 800)
+        assert_weights(model, original_checkpoint['state'])
+    assert isinstance(loaded, FasterRCNNVGG16) and not loaded.training
+
+
+def test_predict_of_an_original_caffe_checkpoint_feeds_caffe_input(
+        original_checkpoint, monkeypatch):
+    import model.faster_rcnn as faster_rcnn_module
+    seen = []
+    real = faster_rcnn_module.preprocess
+
+    def spy(img, **kwargs):
+        seen.append(kwargs)
+        return real(img, **kwargs)
+
+    monkeypatch.setattr(faster_rcnn_module, 'preprocess', spy)
+    model, _, _ = load_detector(original_checkpoint['path'])
+    model.predict([np.zeros((3, 40, 50), np.float32)], visualize=True)
+    assert seen == [dict(min_size=480, max_size=800, caffe_pretrain=True)]
+
+
+def test_bare_state_dict_keeps_the_constructors_settings(
+        original_checkpoint, tmp_path):
+    # The original's published chainer-converted weights are a bare state
+    # dict: the constructor says how they want their input.
+    path = str(tmp_path / 'chainer_best_model_converted_to_pytorch.pth')
+    torch.save(original_checkpoint['state'], path)
+    caffe = FasterRCNNVGG16(n_fg_class=20, pretrained_model=path,
+                            caffe_pretrain=True)
+    default = FasterRCNNVGG16(n_fg_class=20, pretrained_model=path)
+    assert caffe.caffe_pretrain is True and default.caffe_pretrain is False
+    assert (caffe.min_size, caffe.max_size) == (600, 1000)
+    assert_weights(caffe, original_checkpoint['state'])
+
+    with pytest.raises(ValueError, match='bare state dict.*FasterRCNNVGG16'):
+        load_detector(path)
+    os.remove(path)
+
+
+def test_caffe_pretrain_argument_without_caffe_weights():
+    model = FasterRCNNVGG16(n_fg_class=2, pretrained_model=None,
+                            caffe_pretrain=True)
+    assert model.caffe_pretrain is True
+    assert model.state_dict()['_extra_state']['caffe_pretrain'] is True
+
+
+def test_load_detector_rebuilds_a_toy_checkpoint_with_its_class_names(
+        tmp_path):
+    torch.manual_seed(0)
+    model = FasterRCNNToy(n_fg_class=3, min_size=128, max_size=200)
+    config = dict(ORIGINAL_CONFIG, data='toy', min_size=128, max_size=200)
+    path = FasterRCNNTrainer(model, config=config,
+                             label_names=('a', 'b', 'c')).save(
+        save_path=str(tmp_path / 'toy.pth'))
+    loaded, label_names, _ = load_detector(path)
+    assert isinstance(loaded, FasterRCNNToy)
+    assert label_names == ('a', 'b', 'c')
+    assert (loaded.min_size, loaded.max_size) == (128, 200)
+    assert_weights(loaded, model.state_dict())
+    # names given by the caller win
+    assert load_detector(path, label_names=['x', 'y', 'z'])[1] == (
+        'x', 'y', 'z')
+
+
+def test_load_detector_names_a_missing_file(tmp_path):
+    path = str(tmp_path / 'nothing.pth')
+    with pytest.raises(FileNotFoundError, match='checkpoint .*nothing.pth'):
+        load_detector(path)
+
+
+# ------------------------------------------------- caffe VGG16 converter
+
+def caffe_layout(state):
+    """torchvision VGG16 keys with the classifier's linears at 1 and 4, as
+    in vgg16-00b39a1b.pth."""
+    moves = {'classifier.0.': 'classifier.1.', 'classifier.3.': 'classifier.4.'}
+    out = {}
+    for key, value in state.items():
+        for old, new in moves.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        out[key] = value
+    return out
+
+
+@pytest.fixture(scope='module')
+def caffe_file(tmp_path_factory):
+    torch.manual_seed(5)
+    state = torchvision.models.vgg16().state_dict()
+    path = str(tmp_path_factory.mktemp('caffe') / FILE_NAME)
+    torch.save(caffe_layout(state), path)
+    yield dict(path=path, state=state)
+    os.remove(path)
+
+
+def test_converter_writes_what_caffe_pretrain_loads(caffe_file, tmp_path):
+    dst = str(tmp_path / 'checkpoints' / 'vgg16_caffe.pth')
+    assert convert_caffe_vgg16(src=caffe_file['path'], dst=dst) == dst
+    converted = torch.load(dst)
+    assert sorted(converted) == sorted(caffe_file['state'])
+    vgg = torchvision.models.vgg16(weights=None)
+    vgg.load_state_dict(converted)  # strict: every key in place
+    assert torch.equal(vgg.classifier[3].weight,
+                       caffe_file['state']['classifier.3.weight'])
+    model = FasterRCNNVGG16(n_fg_class=2, pretrained_model='caffe',
+                            caffe_pretrain_path=dst)
+    assert model.caffe_pretrain is True
+    assert torch.equal(model.head.classifier[0].weight,
+                       caffe_file['state']['classifier.0.weight'])
+    os.remove(dst)
+
+
+def test_converter_refuses_a_file_already_in_torchvision_layout(
+        tmp_path, caffe_file):
+    src = str(tmp_path / 'converted.pth')
+    torch.save({k: v for k, v in caffe_file['state'].items()
+                if k.startswith('classifier')}, src)
+    with pytest.raises(ValueError, match='not the caffe VGG16'):
+        convert_caffe_vgg16(src=src, dst=str(tmp_path / 'out.pth'))
+
+
+def test_converter_offline_says_which_file_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'),
+                        raising=False)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('offline')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    with pytest.raises(RuntimeError) as info:
+        convert_caffe_vgg16(dst=str(tmp_path / 'out.pth'))
+    message = str(info.value)
+    assert FILE_NAME in message and '--src=' in message
+    assert os.path.join(str(tmp_path / 'hub'), 'checkpoints',
+                        FILE_NAME) in message
+    assert '\n' not in message
+    assert not os.path.exists(str(tmp_path / 'out.pth'))
+
+
+def test_converter_names_a_missing_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere.pth does not exist'):
+        convert_caffe_vgg16(src=str(tmp_path / 'nowhere.pth'))
+
+
+# ---------------------------------------- training agrees with its data
+
+def test_check_preprocessing_names_both_settings():
+    model = FasterRCNNToy(n_fg_class=2, min_size=256, max_size=256)
+    config = dict(min_size=200, max_size=256, caffe_pretrain=False)
+    with pytest.raises(UsageError) as info:
+        train.check_preprocessing(model, config, 'ck.pth')
+    message = str(info.value)
+    assert 'ck.pth' in message
+    assert 'min_size=256, max_size=256, caffe_pretrain=False' in message
+    assert 'min_size=200, max_size=256, caffe_pretrain=False' in message
+    train.check_preprocessing(model, dict(config, min_size=256), 'ck.pth')
