@@ -75,7 +75,9 @@ class ProposalTargetCreator:
         pos_ratio (float): The largest fraction of positives.
         pos_iou_thresh (float): IoU threshold for a positive.
         neg_iou_thresh_hi (float): A negative's IoU is below this.
-        neg_iou_thresh_lo (float): A negative's IoU is at least this.
+        neg_iou_thresh_lo (float): A negative's IoU is at least this
+            (py-faster-rcnn's ``BG_THRESH_LO`` is 0.1; this design's 0.0
+            lets RoIs that touch no gt box be negatives too).
     """
 
     def __init__(self, n_sample=128, pos_ratio=0.25, pos_iou_thresh=0.5,
@@ -167,21 +169,35 @@ class ProposalTargetCreator:
 class AnchorTargetCreator:
     """Assigns ground truth boxes to anchors for the RPN's training.
 
-    Only anchors fully inside the image are labelled. An anchor is positive
-    when its IoU with some gt box is >= ``pos_iou_thresh`` or when it ties
-    for a gt box's highest IoU; negative when its best IoU is below
-    ``neg_iou_thresh``. Positives beyond ``n_sample * pos_ratio`` and
-    negatives beyond ``n_sample`` minus the positives are dropped at random.
+    Only anchors inside the image are labelled (by default fully inside;
+    see ``allowed_border``). An anchor is positive when its IoU with some gt
+    box is >= ``pos_iou_thresh`` or when it ties for a gt box's highest IoU;
+    negative when its best IoU is below ``neg_iou_thresh``. Positives beyond
+    ``n_sample * pos_ratio`` and negatives beyond ``n_sample`` minus the
+    positives are dropped at random.
+
+    The last two arguments are py-faster-rcnn's choices
+    (``lib/rpn/anchor_target_layer.py``); their defaults are this design's.
 
     Args:
         n_sample (int): The number of anchors to sample.
         pos_iou_thresh (float): IoU threshold for a positive.
         neg_iou_thresh (float): A negative's best IoU is below this.
         pos_ratio (float): The largest fraction of positives.
+        clobber_positives (bool): Assign the negatives after the positives
+            (py-faster-rcnn's ``RPN_CLOBBER_POSITIVES``), so that a gt box's
+            best anchor whose IoU is below ``neg_iou_thresh`` ends negative.
+            Default False: negatives first, then positives override them.
+        allowed_border (number or None): Label the anchors reaching at most
+            this many pixels outside the image: ``y_min >= -b``,
+            ``x_min >= -b``, ``y_max <= H + b``, ``x_max <= W + b``
+            (py-faster-rcnn's ``allowed_border``, in this library's
+            convention without its +1 widths). 0 (default): fully inside
+            the image; None: every anchor, as torchvision does.
     """
 
     def __init__(self, n_sample=256, pos_iou_thresh=0.7, neg_iou_thresh=0.3,
-                 pos_ratio=0.5):
+                 pos_ratio=0.5, clobber_positives=False, allowed_border=0):
         if n_sample < 1:
             raise ValueError('n_sample must be positive, got {}'.format(n_sample))
         _check_thresh(pos_iou_thresh=pos_iou_thresh,
@@ -190,10 +206,22 @@ class AnchorTargetCreator:
             raise ValueError('neg_iou_thresh ({}) must not exceed '
                              'pos_iou_thresh ({})'.format(neg_iou_thresh,
                                                           pos_iou_thresh))
+        if not isinstance(clobber_positives, bool):
+            raise ValueError('clobber_positives must be True or False, got '
+                             '{!r}'.format(clobber_positives))
+        if allowed_border is not None and (
+                isinstance(allowed_border, bool) or
+                not isinstance(allowed_border, (int, float)) or
+                not np.isfinite(allowed_border)):
+            raise ValueError('allowed_border must be a number of pixels or '
+                             'None (no filter), got {!r}'.format(
+                                 allowed_border))
         self.n_sample = n_sample
         self.pos_iou_thresh = pos_iou_thresh
         self.neg_iou_thresh = neg_iou_thresh
         self.pos_ratio = pos_ratio
+        self.clobber_positives = clobber_positives
+        self.allowed_border = allowed_border
 
     @torch.no_grad()
     def __call__(self, bbox, anchor, img_size):
@@ -208,7 +236,7 @@ class AnchorTargetCreator:
         Returns:
             (array, array):
             * **loc**: :math:`(S, 4)` offsets from each anchor to its best gt
-              box; 0 for anchors outside the image.
+              box; 0 for the anchors left unlabelled as outside the image.
             * **label**: :math:`(S,)` int32, 1 positive, 0 negative, -1
               ignored.
         """
@@ -217,7 +245,8 @@ class AnchorTargetCreator:
         bbox = bbox.to(anchor)
         img_H, img_W = img_size
         n_anchor = len(anchor)
-        inside_index = _get_inside_index(anchor, img_H, img_W)
+        inside_index = _get_inside_index(anchor, img_H, img_W,
+                                         self.allowed_border)
         anchor = anchor[inside_index]
         argmax_ious, label = self._create_label(anchor, bbox)
 
@@ -234,9 +263,12 @@ class AnchorTargetCreator:
                            device=anchor.device)
         argmax_ious, max_ious, gt_argmax_ious = _calc_ious(anchor, bbox)
 
-        label[max_ious < self.neg_iou_thresh] = 0
+        if not self.clobber_positives:
+            label[max_ious < self.neg_iou_thresh] = 0
         label[gt_argmax_ious] = 1
         label[max_ious >= self.pos_iou_thresh] = 1
+        if self.clobber_positives:
+            label[max_ious < self.neg_iou_thresh] = 0
 
         n_pos = int(self.pos_ratio * self.n_sample)
         pos_index = torch.where(label == 1)[0]
@@ -265,10 +297,14 @@ def _calc_ious(anchor, bbox):
     return argmax_ious, max_ious, gt_argmax_ious
 
 
-def _get_inside_index(anchor, H, W):
-    """Indices of the anchors lying fully inside an H x W image."""
-    return torch.where((anchor[:, 0] >= 0) & (anchor[:, 1] >= 0) &
-                       (anchor[:, 2] <= H) & (anchor[:, 3] <= W))[0]
+def _get_inside_index(anchor, H, W, allowed_border=0):
+    """Indices of the anchors lying inside an H x W image widened by
+    ``allowed_border`` pixels on every side (all anchors when None)."""
+    if allowed_border is None:
+        return torch.arange(len(anchor), device=anchor.device)
+    b = allowed_border
+    return torch.where((anchor[:, 0] >= -b) & (anchor[:, 1] >= -b) &
+                       (anchor[:, 2] <= H + b) & (anchor[:, 3] <= W + b))[0]
 
 
 class ProposalCreator:
