@@ -21,7 +21,7 @@ from matplotlib import pyplot as plot
 from matplotlib.figure import Figure
 
 from utils.vis_tool import (
-    VOC_BBOX_LABEL_NAMES, Visualizer, fig2data, fig4vis, vis_bbox,
+    Visualizer, fig2data, fig4vis, vis_bbox,
     visdom_bbox)
 
 SERVER_START_TIMEOUT = 60  # seconds a starting visdom server may take
@@ -75,11 +75,12 @@ def test_vis_bbox_captions_use_the_given_label_names():
     assert len(ax.patches) == 2
 
 
-def test_vis_bbox_defaults_to_the_voc_names():
-    ax = vis_bbox(gray_image(), np.array([[10., 20., 60., 100.]]),
-                  np.array([14]))
-    assert len(VOC_BBOX_LABEL_NAMES) == 20
-    assert ax.texts[0].get_text() == 'person'
+def test_vis_bbox_without_names_draws_the_label_numbers():
+    # not VOC's names: a toy box of label 1 is no "bicycle"
+    ax = vis_bbox(gray_image(), np.array([[10., 20., 60., 100.],
+                                          [1., 2., 30., 40.]]),
+                  np.array([14, -1]), np.array([0.5, 0.25]))
+    assert [t.get_text() for t in ax.texts] == ['14: 0.50', 'bg: 0.25']
     plot.close(ax.get_figure())
 
 
@@ -87,7 +88,8 @@ def test_vis_bbox_defaults_to_the_voc_names():
     (dict(bbox=np.zeros((2, 3))), 'shape'),
     (dict(label=np.array([0])), 'label'),
     (dict(score=np.array([0.5])), 'score'),
-    (dict(label=np.array([0, 20])), 'label 20 has no name'),
+    (dict(label=np.array([0, 20]), label_names=tuple('abcdefghijklmnopqrst')),
+     'label 20 has no name'),
 ])
 def test_vis_bbox_rejects_bad_input(kwargs, message):
     arguments = dict(bbox=np.array([[10., 20., 60., 100.], [1., 2., 3., 4.]]))

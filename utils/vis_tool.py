@@ -30,16 +30,6 @@ from utils.array_tool import tonumpy
 # (the incoming socket, a new HTTP session); only its errors are worth showing.
 logging.getLogger('visdom').setLevel(logging.ERROR)
 
-# The 20 Pascal VOC classes, in the order of the data-side labels 0..19
-# (the same names as data/voc_dataset.py).
-VOC_BBOX_LABEL_NAMES = (
-    'aeroplane', 'bicycle', 'bird', 'boat', 'bottle',
-    'bus', 'car', 'cat', 'chair', 'cow',
-    'diningtable', 'dog', 'horse', 'motorbike', 'person',
-    'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor',
-)
-
-
 def vis_image(img, ax=None):
     """Draw a color image.
 
@@ -60,8 +50,7 @@ def vis_image(img, ax=None):
     return ax
 
 
-def vis_bbox(img, bbox, label=None, score=None, ax=None,
-             label_names=VOC_BBOX_LABEL_NAMES):
+def vis_bbox(img, bbox, label=None, score=None, ax=None, label_names=None):
     """Draw boxes, with class names and scores, on an image.
 
     Args:
@@ -75,9 +64,9 @@ def vis_bbox(img, bbox, label=None, score=None, ax=None,
             with two decimals. Optional.
         ax (matplotlib.axes.Axes): Axes to draw on. If :obj:`None`
             (default), a new pyplot figure is created.
-        label_names (sequence of str): Class names indexed by label.
-            Defaults to the 20 VOC classes; pass the dataset's own names
-            for other data.
+        label_names (sequence of str): Class names indexed by label
+            (``model.load_detector`` returns those a checkpoint records).
+            None: the label numbers are drawn.
 
     Returns:
         matplotlib.axes.Axes: The axes drawn on.
@@ -86,7 +75,12 @@ def vis_bbox(img, bbox, label=None, score=None, ax=None,
         ValueError: If ``bbox`` is not of shape (R, 4), ``label`` or
             ``score`` has not R entries, or a label has no name.
     """
-    names = list(label_names) + ['bg']  # so that label -1 reads 'bg'
+    if label_names is None:
+        names = [str(i) for i in range(max(map(int, label), default=-1) + 1)
+                 ] if label is not None else []
+    else:
+        names = list(label_names)
+    names.append('bg')  # so that label -1 reads 'bg'
     bbox = np.asarray(bbox)
     if len(bbox) and (bbox.ndim != 2 or bbox.shape[1] != 4):
         raise ValueError('bbox must have shape (R, 4), got {}.'
@@ -109,9 +103,9 @@ def vis_bbox(img, bbox, label=None, score=None, ax=None,
         caption = []
         if label is not None:
             lb = int(label[i])
-            if not -1 <= lb < len(label_names):
+            if not -1 <= lb < len(names) - 1:
                 raise ValueError('label {} has no name: label_names holds {} '
-                                 'names.'.format(lb, len(label_names)))
+                                 'names.'.format(lb, len(names) - 1))
             caption.append(names[lb])
         if score is not None:
             caption.append('{:.2f}'.format(score[i]))
@@ -156,8 +150,7 @@ def fig4vis(fig):
     return img_data[:, :, :3].transpose((2, 0, 1)) / 255.
 
 
-def visdom_bbox(img, bbox, label=None, score=None,
-                label_names=VOC_BBOX_LABEL_NAMES):
+def visdom_bbox(img, bbox, label=None, score=None, label_names=None):
     """Draw boxes on an image (see :func:`vis_bbox`) into a visdom picture.
 
     Args:
@@ -166,7 +159,8 @@ def visdom_bbox(img, bbox, label=None, score=None,
             ``(y_min, x_min, y_max, x_max)``.
         label (numpy.ndarray): Integer array of shape (R,). Optional.
         score (numpy.ndarray): Array of shape (R,). Optional.
-        label_names (sequence of str): Class names indexed by label.
+        label_names (sequence of str): Class names indexed by label; None:
+            label numbers.
 
     Returns:
         numpy.ndarray: The picture, a float array of shape (3, 480, 640),
