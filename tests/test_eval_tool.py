@@ -1,5 +1,8 @@
+from collections import defaultdict
+
 import numpy as np
 import pytest
+import torch
 
 from utils.eval_tool import (calc_detection_voc_ap,
                              calc_detection_voc_prec_rec, eval_detection_voc)
@@ -145,3 +148,264 @@ def test_no_box_at_all():
         eval_detection_voc([_boxes()], [np.zeros(0, np.int32)],
                            [np.zeros(0, np.float32)], [_boxes()],
                            [np.zeros(0, np.int32)])
+
+
+def test_negative_label():
+    with pytest.raises(ValueError, match='labels must be in'):
+        eval_detection_voc([_boxes(A)], [np.array([-1])], [np.array([0.9])],
+                           [_boxes(A)], [np.array([0])])
+
+
+# ------------------------------------------------ against the original code
+
+def _original_bbox_iou(bbox_a, bbox_b):
+    """The original's numpy ``bbox_iou``: shapes (N, 4), (K, 4) -> (N, K)."""
+    tl = np.maximum(bbox_a[:, None, :2], bbox_b[:, :2])
+    br = np.minimum(bbox_a[:, None, 2:], bbox_b[:, 2:])
+    area_i = np.prod(br - tl, axis=2) * (tl < br).all(axis=2)
+    area_a = np.prod(bbox_a[:, 2:] - bbox_a[:, :2], axis=1)
+    area_b = np.prod(bbox_b[:, 2:] - bbox_b[:, :2], axis=1)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return area_i / (area_a[:, None] + area_b - area_i)
+
+
+def _torch_bbox_iou(bbox_a, bbox_b):
+    """The same formula in torch, as the previous ``eval_tool`` computed it
+    (through ``model.utils.bbox_tools.bbox_iou``); torch's types differ from
+    numpy's for integer boxes, alone (float32) or with float ones."""
+    bbox_a, bbox_b = torch.from_numpy(bbox_a), torch.from_numpy(bbox_b)
+    tl = torch.maximum(bbox_a[:, None, :2], bbox_b[:, :2])
+    br = torch.minimum(bbox_a[:, None, 2:], bbox_b[:, 2:])
+    area_i = torch.prod(br - tl, dim=2) * (tl < br).all(dim=2)
+    area_a = torch.prod(bbox_a[:, 2:] - bbox_a[:, :2], dim=1)
+    area_b = torch.prod(bbox_b[:, 2:] - bbox_b[:, :2], dim=1)
+    return (area_i / (area_a[:, None] + area_b - area_i)).numpy()
+
+
+def _original_prec_rec(pred_bboxes, pred_labels, pred_scores, gt_bboxes,
+                       gt_labels, gt_difficults=None, iou_thresh=0.5,
+                       bbox_iou=_original_bbox_iou):
+    """The original's ``calc_detection_voc_prec_rec``, slow and obvious:
+    per image, per class, predictions ranked by ``argsort()[::-1]`` and
+    matched one by one to their best ground truth box."""
+    if gt_difficults is None:
+        gt_difficults = [None] * len(gt_bboxes)
+    n_pos = defaultdict(int)
+    score = defaultdict(list)
+    match = defaultdict(list)
+    for pred_bbox, pred_label, pred_score, gt_bbox, gt_label, gt_difficult \
+            in zip(pred_bboxes, pred_labels, pred_scores, gt_bboxes,
+                   gt_labels, gt_difficults):
+        if gt_difficult is None:
+            gt_difficult = np.zeros(gt_bbox.shape[0], dtype=bool)
+        for l in np.unique(np.concatenate((pred_label, gt_label)).astype(int)):
+            pred_mask_l = pred_label == l
+            order = pred_score[pred_mask_l].argsort()[::-1]
+            pred_bbox_l = pred_bbox[pred_mask_l][order]
+            pred_score_l = pred_score[pred_mask_l][order]
+            gt_bbox_l = gt_bbox[gt_label == l]
+            gt_difficult_l = gt_difficult[gt_label == l]
+
+            n_pos[l] += np.logical_not(gt_difficult_l).sum()
+            score[l].extend(pred_score_l)
+            if len(pred_bbox_l) == 0:
+                continue
+            if len(gt_bbox_l) == 0:
+                match[l].extend((0,) * pred_bbox_l.shape[0])
+                continue
+
+            pred_bbox_l = pred_bbox_l.copy()
+            pred_bbox_l[:, 2:] += 1
+            gt_bbox_l = gt_bbox_l.copy()
+            gt_bbox_l[:, 2:] += 1
+            iou = bbox_iou(pred_bbox_l, gt_bbox_l)
+            gt_index = iou.argmax(axis=1)
+            gt_index[iou.max(axis=1) < iou_thresh] = -1
+
+            selec = np.zeros(gt_bbox_l.shape[0], dtype=bool)
+            for gt_idx in gt_index:
+                if gt_idx < 0:
+                    match[l].append(0)
+                elif gt_difficult_l[gt_idx]:
+                    match[l].append(-1)
+                else:
+                    match[l].append(0 if selec[gt_idx] else 1)
+                if gt_idx >= 0:
+                    selec[gt_idx] = True
+
+    n_fg_class = max(n_pos.keys()) + 1
+    prec = [None] * n_fg_class
+    rec = [None] * n_fg_class
+    for l in n_pos.keys():
+        score_l = np.array(score[l])
+        match_l = np.array(match[l], dtype=np.int8)[score_l.argsort()[::-1]]
+        tp = np.cumsum(match_l == 1)
+        fp = np.cumsum(match_l == 0)
+        with np.errstate(invalid='ignore'):
+            prec[l] = tp / (fp + tp)
+        if n_pos[l] > 0:
+            rec[l] = tp / n_pos[l]
+    return prec, rec
+
+
+def _original_ap(prec, rec, use_07_metric=False):
+    """The original's ``calc_detection_voc_ap``."""
+    ap = np.empty(len(prec))
+    for l in range(len(prec)):
+        if prec[l] is None or rec[l] is None:
+            ap[l] = np.nan
+        elif use_07_metric:
+            ap[l] = 0
+            for t in np.arange(0., 1.1, 0.1):
+                if np.sum(rec[l] >= t) == 0:
+                    p = 0
+                else:
+                    p = np.max(np.nan_to_num(prec[l])[rec[l] >= t])
+                ap[l] += p / 11
+        else:
+            mpre = np.concatenate(([0], np.nan_to_num(prec[l]), [0]))
+            mrec = np.concatenate(([0], rec[l], [1]))
+            mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+            i = np.where(mrec[1:] != mrec[:-1])[0]
+            ap[l] = np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+    return ap
+
+
+def _random_case(seed, box_dtypes=(np.float32, np.float32)):
+    """Seeded random detections and ground truth (at least one box) made to
+    hit the corners: boxes on a small integer grid (exact IoU thresholds,
+    duplicates, empty and inverted boxes), scores on a coarse grid (ties, within an image and
+    across images), groups of more than 16 tied predictions (numpy's
+    unstable sort), empty images, images without predictions, classes with
+    no ground truth or only difficult ground truth, and a ``nan`` score
+    now and then.
+
+    Returns:
+        tuple: ``(inputs, gt_difficults, iou_thresh)``, ``inputs`` being
+        ``pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels``.
+    """
+    rng = np.random.RandomState(seed)
+    n_fg_class = rng.randint(1, 6)
+    score_step = rng.choice([0.1, 0.25, 1e-6])
+    inputs = [[], [], [], [], []]
+    gt_difficults = []
+    for i in range(rng.randint(1, 9)):
+        n_gt = rng.randint(0 if i else 1, 6)
+        n_pred = rng.choice([0, rng.randint(1, 10), rng.randint(17, 60)])
+        tl = rng.randint(0, 20, (n_gt, 2))
+        gt_bbox = np.concatenate([tl, tl + rng.randint(-1, 12, (n_gt, 2))],
+                                 axis=1)
+        gt_label = rng.randint(0, n_fg_class, n_gt)
+        pred_bbox = rng.randint(0, 30, (n_pred, 4))
+        pred_label = rng.randint(0, n_fg_class, n_pred)
+        if n_gt:
+            near = rng.uniform(size=n_pred) < 0.7
+            copied = rng.randint(0, n_gt, near.sum())
+            pred_bbox[near] = (gt_bbox[copied]
+                               + rng.randint(-2, 3, (near.sum(), 4)))
+            pred_label[near] = gt_label[copied]
+        if rng.uniform() < 0.3:
+            pred_bbox = pred_bbox + rng.uniform(-0.5, 0.5, pred_bbox.shape)
+        pred_score = np.round(rng.uniform(size=n_pred) / score_step) \
+            * score_step
+        if n_pred and rng.uniform() < 0.1:
+            pred_score[rng.randint(n_pred)] = np.nan
+        for inp, array in zip(inputs, (
+                pred_bbox.astype(box_dtypes[0]).reshape((-1, 4)),
+                pred_label.astype(np.int32),
+                pred_score.astype(np.float32),
+                gt_bbox.astype(box_dtypes[1]).reshape((-1, 4)),
+                gt_label.astype(np.int32))):
+            inp.append(array)
+        gt_difficults.append(rng.uniform(size=n_gt) < 0.3)
+    if rng.uniform() < 0.2:
+        gt_difficults = None
+    return inputs, gt_difficults, rng.choice([0.3, 0.5, 0.7])
+
+
+def _assert_curves_equal(actual, desired):
+    """Lists of arrays or ``None`` are equal, element by element, bit for
+    bit (``nan`` equal to ``nan``), dtypes included."""
+    assert len(actual) == len(desired)
+    for a, d in zip(actual, desired):
+        assert (a is None) == (d is None)
+        if d is not None:
+            assert a.dtype == d.dtype
+            np.testing.assert_array_equal(a, d)
+
+
+@pytest.mark.filterwarnings('ignore:Mean of empty slice')  # all nan
+@pytest.mark.parametrize('seed', range(50))
+def test_equals_the_original_bit_for_bit(seed):
+    inputs, gt_difficults, iou_thresh = _random_case(seed)
+    prec, rec = calc_detection_voc_prec_rec(*inputs, gt_difficults,
+                                            iou_thresh=iou_thresh)
+    orig_prec, orig_rec = _original_prec_rec(*inputs, gt_difficults,
+                                             iou_thresh=iou_thresh)
+    _assert_curves_equal(prec, orig_prec)
+    _assert_curves_equal(rec, orig_rec)
+    for use_07_metric in (False, True):
+        ap = calc_detection_voc_ap(prec, rec, use_07_metric=use_07_metric)
+        np.testing.assert_array_equal(
+            ap, _original_ap(orig_prec, orig_rec, use_07_metric))
+        result = eval_detection_voc(*inputs, gt_difficults,
+                                    iou_thresh=iou_thresh,
+                                    use_07_metric=use_07_metric)
+        np.testing.assert_array_equal(result['ap'], ap)
+
+
+@pytest.mark.parametrize('box_dtypes', [
+    (np.int64, np.int64), (np.int32, np.float32), (np.float32, np.int64),
+    (np.float32, np.float64), (np.float64, np.float64), (np.uint8, np.uint8),
+])
+def test_box_types_compute_as_torch_did(box_dtypes):
+    # The previous implementation computed the IoU in torch; integer boxes
+    # divide in float32 there and mix with float boxes in the float type.
+    for seed in range(10):
+        inputs, gt_difficults, iou_thresh = _random_case(seed, box_dtypes)
+        prec, rec = calc_detection_voc_prec_rec(*inputs, gt_difficults,
+                                                iou_thresh=iou_thresh)
+        orig_prec, orig_rec = _original_prec_rec(
+            *inputs, gt_difficults, iou_thresh=iou_thresh,
+            bbox_iou=_torch_bbox_iou)
+        _assert_curves_equal(prec, orig_prec)
+        _assert_curves_equal(rec, orig_rec)
+
+
+def test_tied_scores_decide_the_match_as_in_the_original():
+    # Per image, 20 detections with three distinct scores; one of the five
+    # at 0.75 is on the ground truth box, the rest are far off. Which of
+    # the tied five comes first in each image's ranking (the original's
+    # argsort()[::-1], numpy's unstable sort, not the input order) puts the
+    # true positive at a different place among them, and the final ranking
+    # of the tied scores over both images orders them again: precision and
+    # AP depend on both orders.
+    score = np.array([0.25, 0.5, 0.25, 0.5, 0.5, 0.75, 0.25, 0.75, 0.25,
+                      0.25, 0.25, 0.75, 0.5, 0.75, 0.75, 0.25, 0.5, 0.5,
+                      0.5, 0.5], dtype=np.float32)
+    pred_bbox = []
+    for on_gt in (7, 13):
+        bbox = np.tile(np.array(FAR, np.float32), (20, 1))
+        bbox[on_gt] = A
+        pred_bbox.append(bbox)
+    inputs = (pred_bbox, [np.zeros(20, np.int32)] * 2, [score] * 2,
+              [_boxes(A)] * 2, [np.zeros(1, np.int32)] * 2)
+    prec, rec = calc_detection_voc_prec_rec(*inputs)
+    orig_prec, orig_rec = _original_prec_rec(*inputs)
+    _assert_curves_equal(prec, orig_prec)
+    _assert_curves_equal(rec, orig_rec)
+    assert np.count_nonzero(np.diff(rec[0])) == 2
+    np.testing.assert_array_equal(calc_detection_voc_ap(prec, rec),
+                                  _original_ap(orig_prec, orig_rec))
+
+
+def test_no_prediction_at_all():
+    gts = [(_boxes(A), [0]), (_boxes(B), [1])]
+    preds = [(_boxes(), [], []), (_boxes(), [], [])]
+    prec, rec = calc_detection_voc_prec_rec(
+        [p[0] for p in preds], [np.array(p[1], np.int32) for p in preds],
+        [np.array(p[2], np.float32) for p in preds], [g[0] for g in gts],
+        [np.array(g[1], np.int32) for g in gts])
+    assert [len(p) for p in prec] == [0, 0]
+    assert [len(r) for r in rec] == [0, 0]
+    np.testing.assert_array_equal(_evaluate(preds, gts)['ap'], [0, 0])
