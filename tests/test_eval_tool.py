@@ -274,11 +274,11 @@ def _original_ap(prec, rec, use_07_metric=False):
 def _random_case(seed, box_dtypes=(np.float32, np.float32)):
     """Seeded random detections and ground truth (at least one box) made to
     hit the corners: boxes on a small integer grid (exact IoU thresholds,
-    duplicates, empty and inverted boxes), scores on a coarse grid (ties, within an image and
-    across images), groups of more than 16 tied predictions (numpy's
-    unstable sort), empty images, images without predictions, classes with
-    no ground truth or only difficult ground truth, and a ``nan`` score
-    now and then.
+    duplicates, empty and inverted boxes), scores on a coarse grid (ties,
+    within an image and across images), groups of more than 16 tied
+    predictions (numpy's unstable sort), empty images, images without
+    predictions, classes with no ground truth or only difficult ground
+    truth, and a ``nan`` score now and then.
 
     Returns:
         tuple: ``(inputs, gt_difficults, iou_thresh)``, ``inputs`` being
