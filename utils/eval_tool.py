@@ -90,15 +90,19 @@ def calc_detection_voc_prec_rec(
         inputs.append(gt_difficults)
     pred, gt, image_preds = _gather(_zip_same_length(*inputs))
 
-    classes = np.union1d(pred.label, gt.label)
-    if len(classes) == 0:
+    if len(pred.label) + len(gt.label) == 0:
         raise ValueError(
             'calc_detection_voc_prec_rec got no predicted and no ground truth '
             'box; expected at least one box to evaluate')
-    if classes[0] < 0:
+    labels = (pred.label, gt.label)
+    lowest = min(label.min() for label in labels if len(label))
+    if lowest < 0:
         raise ValueError(
-            'labels must be in [0, L - 1], got {}'.format(classes[0]))
-    n_fg_class = int(classes[-1]) + 1
+            'labels must be in [0, L - 1], got {}'.format(lowest))
+    n_fg_class = int(max(label.max() for label in labels if len(label))) + 1
+    # The classes of any prediction or ground truth box, ascending.
+    classes = np.flatnonzero(sum(
+        np.bincount(label, minlength=n_fg_class) for label in labels))
     n_pos = np.bincount(gt.label[~gt.difficult], minlength=n_fg_class)
 
     # Rank the predictions by class, then image, then score, as the
@@ -174,7 +178,8 @@ def _gather(examples):
         return np.concatenate(arrays) if arrays else np.zeros((0, 4))
 
     def image_index(labels):
-        return np.repeat(np.arange(len(labels)), [len(l) for l in labels])
+        return np.repeat(np.arange(len(labels)),
+                         [len(label) for label in labels])
 
     pred = _Preds(boxes(pred_bboxes), images(pred_labels, np.int64),
                   images(pred_scores), image_index(pred_labels))
@@ -294,30 +299,44 @@ def _best_gt(pred_bbox, order, group, group_start, gt_bbox, gt_group,
     best = np.full(len(group), -1, dtype=np.int64)
     gt_order = gt_group.argsort(kind='stable')
     gt_group = gt_group[gt_order]
-    group_n_pred = np.diff(np.append(group_start, len(group)))
-    group_first_gt = np.searchsorted(gt_group, group[group_start])
-    group_n_gt = np.searchsorted(gt_group, group[group_start],
-                                 side='right') - group_first_gt
-    # Pair every prediction with every box of its group, a prediction's
-    # boxes side by side: a segment of n_gt pairs per prediction.
-    first_gt = np.repeat(group_first_gt, group_n_pred)
-    n_gt = np.repeat(group_n_gt, group_n_pred)
-    pred_index = np.flatnonzero(n_gt)
-    if len(pred_index) == 0:
+    first_gt = np.searchsorted(gt_group, group[group_start])
+    n_gt = np.searchsorted(gt_group, group[group_start],
+                           side='right') - first_gt
+    n_pred = np.diff(np.append(group_start, len(group)))
+    # The predictions of the groups with boxes, each paired with every box
+    # of its group: a segment of n_gt pairs per prediction.
+    with_gt = np.flatnonzero(n_gt)
+    if len(with_gt) == 0:
         return best
-    n_gt = n_gt[pred_index]
-    segment_start = np.cumsum(n_gt) - n_gt
-    pair_gt = gt_order[np.arange(n_gt.sum()) + np.repeat(
-        first_gt[pred_index] - segment_start, n_gt)]
+    n_pred = n_pred[with_gt]
+    pred_index = _ranges(group_start[with_gt], n_pred)
+    n_gt = np.repeat(n_gt[with_gt], n_pred)
+    pair_gt = gt_order[_ranges(np.repeat(first_gt[with_gt], n_pred), n_gt)]
     pair_pred = np.repeat(pred_index, n_gt)
 
     iou = _pair_iou(_pixel_bbox(pred_bbox[order[pair_pred]]),
                     _pixel_bbox(gt_bbox[pair_gt]))
-    max_iou, argmax = _segment_max(iou, segment_start)
+    max_iou, argmax = _segment_max(iou, np.cumsum(n_gt) - n_gt)
     # As ``iou.max() < iou_thresh`` decides in the original: nan matches.
     hit = ~(max_iou < iou_thresh)
     best[pred_index[hit]] = pair_gt[argmax[hit]]
     return best
+
+
+def _ranges(start, length):
+    """Consecutive integers from each start.
+
+    Args:
+        start, length (~numpy.ndarray): Shape :math:`(S,)` each, integers,
+            ``length`` non-negative.
+
+    Returns:
+        ~numpy.ndarray: Shape :math:`(\\sum length,)`, the concatenation of
+        ``arange(start[s], start[s] + length[s])`` over :math:`s`.
+    """
+    offset = np.cumsum(length) - length
+    return np.arange(offset[-1] + length[-1] if len(length) else 0) \
+        + np.repeat(start - offset, length)
 
 
 def _pixel_bbox(bbox):
@@ -332,8 +351,9 @@ def _pair_iou(bbox_a, bbox_b):
 
     The arithmetic is that of :func:`model.utils.bbox_tools.bbox_iou` (in
     torch), to the bit: the same operations in the same order and types.
-    Where it differs from numpy's it is spelled out: integer boxes divide
-    in float32, and integer with float boxes compute in the float type.
+    Where torch's types differ from numpy's it is spelled out: integer with
+    float boxes compute in the float type, integer areas are int64 and
+    divide in float32.
 
     Args:
         bbox_a (~numpy.ndarray): Shape :math:`(K, 4)`, each
@@ -345,13 +365,15 @@ def _pair_iou(bbox_a, bbox_b):
         ``bbox_a[k]`` and ``bbox_b[k]`` (``nan`` for two empty boxes).
     """
     dtype = _torch_result_type(bbox_a.dtype, bbox_b.dtype)
-    tl = np.maximum(bbox_a[:, :2].astype(dtype, copy=False),
-                    bbox_b[:, :2].astype(dtype, copy=False))
-    br = np.minimum(bbox_a[:, 2:].astype(dtype, copy=False),
-                    bbox_b[:, 2:].astype(dtype, copy=False))
-    area_i = np.prod(br - tl, axis=1) * (tl < br).all(axis=1)
-    area_a = np.prod(bbox_a[:, 2:] - bbox_a[:, :2], axis=1)
-    area_b = np.prod(bbox_b[:, 2:] - bbox_b[:, :2], axis=1)
+    bbox_i = np.concatenate((
+        np.maximum(bbox_a[:, :2].astype(dtype, copy=False),
+                   bbox_b[:, :2].astype(dtype, copy=False)),
+        np.minimum(bbox_a[:, 2:].astype(dtype, copy=False),
+                   bbox_b[:, 2:].astype(dtype, copy=False))), axis=1)
+    area_i = _area(bbox_i) * ((bbox_i[:, 0] < bbox_i[:, 2])
+                              & (bbox_i[:, 1] < bbox_i[:, 3]))
+    area_a = _area(bbox_a)
+    area_b = _area(bbox_b)
     dtype = _torch_result_type(area_a.dtype, area_b.dtype)
     area_u = (area_a.astype(dtype, copy=False)
               + area_b.astype(dtype, copy=False)) - area_i
@@ -360,6 +382,16 @@ def _pair_iou(bbox_a, bbox_b):
         area_u = area_u.astype(np.float32)
     with np.errstate(divide='ignore', invalid='ignore'):
         return area_i / area_u
+
+
+def _area(bbox):
+    """``(y_max - y_min) * (x_max - x_min)`` of boxes of shape
+    :math:`(K, 4)`, each ``(y_min, x_min, y_max, x_max)``, as torch's
+    ``prod`` computes it: in the boxes' float type, or in int64."""
+    size = bbox[:, 2:] - bbox[:, :2]
+    if not np.issubdtype(size.dtype, np.floating):
+        size = size.astype(np.int64)
+    return size[:, 0] * size[:, 1]
 
 
 def _torch_result_type(dtype_a, dtype_b):
