@@ -13,7 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchnet.meter import AverageValueMeter, ConfusionMeter
 
-from model.faster_rcnn import check_head_output, check_stride
+from model.faster_rcnn import check_head_output, check_img_sizes, check_stride
+from model.region_proposal_network import per_image, shared_or_each
 from model.utils.checkpoint import model_state_dict, read_checkpoint
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 
@@ -74,48 +75,110 @@ class FasterRCNNTrainer(nn.Module):
         self.roi_cm = ConfusionMeter(faster_rcnn.n_class)
         self.meters = {k: AverageValueMeter() for k in LossTuple._fields}
 
-    def forward(self, imgs, bboxes, labels, scale):
-        """Forward the model and compute the losses.
+    def forward(self, imgs, bboxes, labels, scale, img_sizes=None):
+        """Forward the model on a batch and compute the losses.
+
+        Each image's four losses are computed as for one image alone and
+        averaged over the batch, so that a batch of N is one step on the
+        mean of N images' losses (as N one-image steps with their gradients
+        averaged). With the linear scaling rule, a batch of N trains like
+        the batch of one at N times the learning rate (``--lr``): scale it
+        yourself when you change N; nothing here does.
+
+        For each image in batch order the head's RoIs are sampled, then the
+        RPN's anchors (as in the original design: ProposalTargetCreator
+        before AnchorTargetCreator), so that a numpy seed draws for a batch
+        what it draws for the same images in one-image steps. Each image's
+        anchors are labelled against its own unpadded size: anchors over
+        the padding are ignored (-1). The head runs once on the sampled
+        RoIs of the whole batch.
 
         Args:
-            imgs (torch.Tensor): A batch of one preprocessed image,
-                :math:`(1, 3, H, W)`.
-            bboxes (torch.Tensor): :math:`(1, R, 4)` gt boxes, each
-                ``(y_min, x_min, y_max, x_max)`` in the preprocessed image's
-                pixels; R may be 0.
-            labels (torch.Tensor): :math:`(1, R)` labels in
-                :math:`[0, L - 1]`.
-            scale (float): The scaling preprocessing applied to the image.
+            imgs (torch.Tensor): N preprocessed images,
+                :math:`(N, 3, H, W)`, zero-padded at the bottom and right to
+                the largest (see :func:`data.sampler.collate_detection`).
+            bboxes (torch.Tensor or sequence): :math:`(N, R, 4)` gt boxes,
+                or N arrays of shape :math:`(R, 4)` (R may differ and may be
+                0), each ``(y_min, x_min, y_max, x_max)`` in the
+                preprocessed image's pixels.
+            labels (torch.Tensor or sequence): :math:`(N, R)` labels in
+                :math:`[0, L - 1]`, or N arrays of shape :math:`(R,)`.
+            scale (float or sequence of floats): The scaling preprocessing
+                applied to the images: one for all, or one per image.
+            img_sizes (sequence of (H, W)): Each image's unpadded size;
+                default: every image fills ``imgs``.
 
         Returns:
-            LossTuple of five scalar tensors.
+            LossTuple of five scalar tensors, each the mean over the batch.
         """
-        _check_batch(imgs, bboxes, labels, self.faster_rcnn.n_class - 1)
-        img_size = tuple(imgs.shape[2:])
-        scale = float(scale)
+        n_fg_class = self.faster_rcnn.n_class - 1
+        bboxes, labels = _check_batch(imgs, bboxes, labels, n_fg_class)
+        batch_size = tuple(imgs.shape[2:])
+        img_sizes, scales = per_image(
+            batch_size if img_sizes is None else img_sizes, scale, len(imgs))
+        rpn = self.faster_rcnn.rpn
+        check_img_sizes(img_sizes, batch_size, rpn.feat_stride)
         features = self.faster_rcnn.extractor(imgs)
-        check_stride(features, img_size, self.faster_rcnn.rpn.feat_stride)
-        rpn_locs, rpn_scores, rois, roi_indices, anchor = \
-            self.faster_rcnn.rpn(features, img_size, scale)
-        bbox = bboxes[0]
-        label = labels[0]
-        rpn_score = rpn_scores[0]
-        rpn_loc = rpn_locs[0]
+        check_stride(features, batch_size, rpn.feat_stride)
+        rpn_locs, rpn_scores, rois, roi_indices, anchor = rpn(
+            features, shared_or_each(img_sizes), shared_or_each(scales))
+        counts = torch.bincount(roi_indices.long(),
+                                minlength=len(imgs)).tolist()
 
-        # The head's targets are sampled first, as in the original design,
-        # so that a numpy seed draws the same samples.
-        sample_roi, gt_roi_loc, gt_roi_label = self.proposal_target_creator(
-            rois, bbox, label, self.loc_normalize_mean, self.loc_normalize_std)
-        sample_roi_index = torch.zeros(len(sample_roi), device=imgs.device)
-        roi_cls_loc, roi_score = self.faster_rcnn.head(
-            features, sample_roi, sample_roi_index)
-        check_head_output(self.faster_rcnn.head, roi_cls_loc, roi_score,
-                          len(sample_roi))
+        sample_rois, gt_roi_locs, gt_roi_labels = [], [], []
+        gt_rpn_locs, gt_rpn_labels = [], []
+        for roi, bbox, label, img_size in zip(rois.split(counts), bboxes,
+                                              labels, img_sizes):
+            # The head's targets are sampled first, as in the original
+            # design, so that a numpy seed draws the same samples.
+            sample_roi, gt_roi_loc, gt_roi_label = \
+                self.proposal_target_creator(roi, bbox, label,
+                                             self.loc_normalize_mean,
+                                             self.loc_normalize_std)
+            gt_rpn_loc, gt_rpn_label = self.anchor_target_creator(
+                bbox, anchor, img_size)
+            sample_rois.append(sample_roi)
+            gt_roi_locs.append(gt_roi_loc)
+            gt_roi_labels.append(gt_roi_label.long())
+            gt_rpn_locs.append(gt_rpn_loc)
+            gt_rpn_labels.append(gt_rpn_label.long())
 
-        # RPN losses
-        gt_rpn_loc, gt_rpn_label = self.anchor_target_creator(
-            bbox, anchor, img_size)
-        gt_rpn_label = gt_rpn_label.long()
+        n_samples = [len(sample_roi) for sample_roi in sample_rois]
+        sample_roi_index = torch.cat([
+            torch.full((n,), i, dtype=torch.float32, device=imgs.device)
+            for i, n in enumerate(n_samples)])
+        roi_cls_locs, roi_scores = self.faster_rcnn.head(
+            features, torch.cat(sample_rois), sample_roi_index)
+        check_head_output(self.faster_rcnn.head, roi_cls_locs, roi_scores,
+                          sum(n_samples))
+
+        per_image_losses = [
+            self._losses(*args) for args in zip(
+                rpn_locs, rpn_scores, gt_rpn_locs, gt_rpn_labels,
+                roi_cls_locs.split(n_samples), roi_scores.split(n_samples),
+                gt_roi_locs, gt_roi_labels)]
+        losses = [torch.stack(loss).mean() for loss in zip(*per_image_losses)]
+        return LossTuple(*losses, sum(losses))
+
+    def _losses(self, rpn_loc, rpn_score, gt_rpn_loc, gt_rpn_label,
+                roi_cls_loc, roi_score, gt_roi_loc, gt_roi_label):
+        """One image's four losses; adds its labels to the confusion
+        meters.
+
+        Args:
+            rpn_loc (torch.Tensor): :math:`(HWA, 4)` RPN offsets.
+            rpn_score (torch.Tensor): :math:`(HWA, 2)` RPN scores.
+            gt_rpn_loc (torch.Tensor): :math:`(HWA, 4)` their targets.
+            gt_rpn_label (torch.Tensor): :math:`(HWA,)` in {1, 0, -1}.
+            roi_cls_loc (torch.Tensor): :math:`(S, (L + 1) \\times 4)` the
+                head's offsets of the sampled RoIs.
+            roi_score (torch.Tensor): :math:`(S, L + 1)` their scores.
+            gt_roi_loc (torch.Tensor): :math:`(S, 4)` their targets.
+            gt_roi_label (torch.Tensor): :math:`(S,)` in :math:`[0, L]`.
+
+        Returns:
+            list of four scalar tensors: rpn_loc, rpn_cls, roi_loc, roi_cls.
+        """
         rpn_loc_loss = _fast_rcnn_loc_loss(rpn_loc, gt_rpn_loc, gt_rpn_label,
                                            self.rpn_sigma)
         rpn_cls_loss = F.cross_entropy(rpn_score, gt_rpn_label,
@@ -123,19 +186,15 @@ class FasterRCNNTrainer(nn.Module):
         valid = gt_rpn_label > -1
         self.rpn_cm.add(rpn_score.detach()[valid], gt_rpn_label[valid])
 
-        # RoI losses
         n_sample = roi_cls_loc.shape[0]
-        gt_roi_label = gt_roi_label.long()
         roi_cls_loc = roi_cls_loc.view(n_sample, -1, 4)
-        roi_loc = roi_cls_loc[torch.arange(n_sample, device=imgs.device),
+        roi_loc = roi_cls_loc[torch.arange(n_sample, device=roi_cls_loc.device),
                               gt_roi_label]
         roi_loc_loss = _fast_rcnn_loc_loss(roi_loc.contiguous(), gt_roi_loc,
                                            gt_roi_label, self.roi_sigma)
         roi_cls_loss = F.cross_entropy(roi_score, gt_roi_label)
         self.roi_cm.add(roi_score.detach(), gt_roi_label)
-
-        losses = [rpn_loc_loss, rpn_cls_loss, roi_loc_loss, roi_cls_loss]
-        return LossTuple(*losses, sum(losses))
+        return [rpn_loc_loss, rpn_cls_loss, roi_loc_loss, roi_cls_loss]
 
     def train_step(self, imgs, bboxes, labels, scale):
         """One SGD step on one image.
@@ -250,31 +309,74 @@ class FasterRCNNTrainer(nn.Module):
 
 
 def _check_batch(imgs, bboxes, labels, n_fg_class):
-    """Raises ValueError unless the arguments are a batch of one image with
-    its (1, R, 4) boxes and (1, R) labels in [0, n_fg_class - 1]."""
-    expected = dict(imgs='(1, 3, H, W)', bboxes='(1, R, 4)', labels='(1, R)')
+    """Checks a batch and gives each image's boxes and labels.
+
+    Args:
+        imgs (torch.Tensor): :math:`(N, 3, H, W)`.
+        bboxes: :math:`(N, R, 4)` tensor, or N arrays of shape
+            :math:`(R, 4)`.
+        labels: :math:`(N, R)` tensor, or N arrays of shape :math:`(R,)`.
+        n_fg_class (int): Labels must lie in ``[0, n_fg_class - 1]``.
+
+    Returns:
+        (list, list): N tensors :math:`(R, 4)` and N tensors :math:`(R,)`,
+        on the device of ``imgs``.
+
+    Raises:
+        ValueError: naming the argument, its shape and the expected one
+            (and the image, for a per-image array).
+    """
+    n = len(imgs) if imgs.ndim == 4 else len(bboxes)
+    what = 'one image' if n == 1 else '{} images'.format(n)
+    expected = dict(imgs='({}, 3, H, W)'.format(n),
+                    bboxes='({}, R, 4)'.format(n), labels='({}, R)'.format(n))
     ndim = dict(imgs=4, bboxes=3, labels=2)
     for name, value in dict(imgs=imgs, bboxes=bboxes, labels=labels).items():
+        if name != 'imgs' and not isinstance(value, torch.Tensor):
+            if len(value) != n:
+                raise ValueError(
+                    'FasterRCNNTrainer takes a batch of {}: {} must hold one '
+                    'array per image, got {}'.format(what, name, len(value)))
+            continue
         shape = tuple(value.shape)
-        if len(shape) != ndim[name] or shape[0] != 1:
+        if len(shape) != ndim[name] or shape[0] != n:
             raise ValueError(
-                'FasterRCNNTrainer takes a batch of one image: {} must have '
+                'FasterRCNNTrainer takes a batch of {}: {} must have '
                 'shape {}, got {} (length {})'.format(
-                    name, expected[name], shape, len(value)))
-    if imgs.shape[1] != 3 or bboxes.shape[2] != 4:
-        raise ValueError('imgs must have shape (1, 3, H, W) and bboxes (1, '
-                         'R, 4), got {} and {}'.format(tuple(imgs.shape),
-                                                       tuple(bboxes.shape)))
-    if bboxes.shape[1] != labels.shape[1]:
-        raise ValueError('bboxes and labels must have one row per gt box, got '
-                         '{} boxes and {} labels'.format(bboxes.shape[1],
-                                                        labels.shape[1]))
-    bad = (labels < 0) | (labels >= n_fg_class)
-    if bad.any():
-        raise ValueError(
-            'gt label {} is out of range: the model has {} foreground '
-            'classes (labels 0..{})'.format(int(labels[bad][0]), n_fg_class,
-                                            n_fg_class - 1))
+                    what, name, expected[name], shape, len(value)))
+    if imgs.shape[1] != 3 or (isinstance(bboxes, torch.Tensor) and
+                              bboxes.shape[2] != 4):
+        raise ValueError('imgs must have shape {} and bboxes {}, got {} and '
+                         '{}'.format(expected['imgs'], expected['bboxes'],
+                                     tuple(imgs.shape), _shape(bboxes)))
+    bboxes = [torch.as_tensor(bbox, device=imgs.device) for bbox in bboxes]
+    labels = [torch.as_tensor(label, device=imgs.device) for label in labels]
+    for i, (bbox, label) in enumerate(zip(bboxes, labels)):
+        image = '' if n == 1 else ' (image {} of the batch)'.format(i)
+        if bbox.ndim != 2 or bbox.shape[1] != 4:
+            raise ValueError('bboxes[{}] must have shape (R, 4), each '
+                             '(y_min, x_min, y_max, x_max), got {}'.format(
+                                 i, tuple(bbox.shape)))
+        if label.ndim != 1:
+            raise ValueError('labels[{}] must have shape (R,), got {}'.format(
+                i, tuple(label.shape)))
+        if len(bbox) != len(label):
+            raise ValueError('bboxes and labels must have one row per gt '
+                             'box, got {} boxes and {} labels{}'.format(
+                                 len(bbox), len(label), image))
+        bad = (label < 0) | (label >= n_fg_class)
+        if bad.any():
+            raise ValueError(
+                'gt label {} is out of range: the model has {} foreground '
+                'classes (labels 0..{}){}'.format(
+                    int(label[bad][0]), n_fg_class, n_fg_class - 1, image))
+    return bboxes, labels
+
+
+def _shape(value):
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    return 'a sequence of {} arrays'.format(len(value))
 
 
 def _check_resumable(state, path):

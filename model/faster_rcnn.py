@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import nms
 
+from model.region_proposal_network import per_image, shared_or_each
 from model.utils.bbox_tools import loc2bbox
 from model.utils.preprocess import preprocess
 
@@ -86,12 +87,17 @@ class FasterRCNN(nn.Module):
         """The number of classes the head predicts, background included."""
         return self.head.n_class
 
-    def forward(self, x, scale=1.):
+    def forward(self, x, scale=1., img_sizes=None):
         """Forward Faster R-CNN.
 
         Args:
-            x (torch.Tensor): Preprocessed images, :math:`(N, 3, H, W)`.
-            scale (float): The scaling applied to the original images.
+            x (torch.Tensor): Preprocessed images, :math:`(N, 3, H, W)`;
+                images of different sizes come zero-padded at the bottom
+                and right (see ``img_sizes``).
+            scale (float or sequence of floats): The scaling applied to the
+                original images, or one scale per image.
+            img_sizes (sequence of (H, W)): Each image's unpadded size, for
+                its proposals; default: every image is ``x``'s full size.
 
         Returns:
             (torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor):
@@ -109,10 +115,13 @@ class FasterRCNN(nn.Module):
         if min(img_size) < stride:
             raise ValueError('image of size {}x{} is smaller than one feature '
                              'stride ({} px) on a side'.format(*img_size, stride))
+        img_sizes, scales = per_image(
+            img_size if img_sizes is None else img_sizes, scale, len(x))
+        check_img_sizes(img_sizes, img_size, stride)
         h = self.extractor(x)
         check_stride(h, img_size, stride)
-        rpn_locs, rpn_scores, rois, roi_indices, anchor = \
-            self.rpn(h, img_size, scale)
+        rpn_locs, rpn_scores, rois, roi_indices, anchor = self.rpn(
+            h, shared_or_each(img_sizes), shared_or_each(scales))
         roi_cls_locs, roi_scores = self.head(h, rois, roi_indices)
         check_head_output(self.head, roi_cls_locs, roi_scores, len(rois))
         return roi_cls_locs, roi_scores, rois, roi_indices
@@ -132,10 +141,16 @@ class FasterRCNN(nn.Module):
         self.score_thresh = PRESETS[preset]['score_thresh']
 
     def get_extra_state(self):
+        # The head's RoI op (RoIPool or RoIAlign) has no weights: it is
+        # recorded here so that a checkpoint says how it was trained.
         return dict(min_size=self.min_size, max_size=self.max_size,
-                    caffe_pretrain=self.caffe_pretrain)
+                    caffe_pretrain=self.caffe_pretrain,
+                    **getattr(self.head, 'roi_settings', {}))
 
     def set_extra_state(self, state):
+        # Runs before any weight is copied (this module loads before its
+        # parts), so a mismatch leaves the model as it was.
+        _check_roi_settings(state, getattr(self.head, 'roi_settings', None))
         # A setting the state does not give keeps this model's value.
         self.min_size = state.get('min_size', self.min_size)
         self.max_size = state.get('max_size', self.max_size)
@@ -204,6 +219,11 @@ class FasterRCNN(nn.Module):
         ``sizes`` gives their original sizes, as evaluation passes them.
         The model is left in the mode (train or eval) and preset it had.
 
+        The images are detected together: those of the same (preprocessed)
+        size in one forward, so pass as many as fit in memory at once. Each
+        image's detections are the ones it gets in a call of its own (up to
+        float rounding of batched kernels): images are never padded.
+
         Args:
             imgs (sequence of arrays): N images, each :math:`(3, H, W)`
                 (numpy arrays or tensors).
@@ -233,8 +253,7 @@ class FasterRCNN(nn.Module):
         if visualize:
             self.use_preset('visualize')
         try:
-            results = [self._predict_one(img, size)
-                       for img, size in zip(imgs, sizes)]
+            results = self._predict_batch(imgs, sizes)
         finally:
             self.train(was_training)
             self.use_preset(preset)
@@ -264,12 +283,49 @@ class FasterRCNN(nn.Module):
                     self.max_size, stride))
         return out
 
-    def _predict_one(self, img, size):
-        """Detections of one preprocessed image, in its original pixels."""
+    def _predict_batch(self, imgs, sizes):
+        """Detections of preprocessed images, in their original pixels.
+
+        The images of one size go through the network in one forward; each
+        other size gets its own. Images are never padded: zeros below or
+        right of an image would change its features along those edges, and
+        each image's detections are to be those it gets alone.
+        """
         device = next(self.parameters()).device
-        img = torch.as_tensor(img, dtype=torch.float32, device=device)[None]
-        scale = img.shape[3] / size[1]
-        roi_cls_loc, roi_score, rois, _ = self(img, scale=scale)
+        groups = {}
+        for i, img in enumerate(imgs):
+            groups.setdefault(tuple(img.shape), []).append(i)
+        results = [None] * len(imgs)
+        for group in groups.values():
+            x = torch.stack([torch.as_tensor(imgs[i], dtype=torch.float32,
+                                             device=device) for i in group])
+            scales = [x.shape[3] / sizes[i][1] for i in group]
+            roi_cls_locs, roi_scores, rois, roi_indices = self(x, scale=scales)
+            # The RPN gives each image's RoIs together, in image order.
+            counts = torch.bincount(roi_indices.long(),
+                                    minlength=len(group)).tolist()
+            for i, scale, roi_cls_loc, roi_score, roi in zip(
+                    group, scales, roi_cls_locs.split(counts),
+                    roi_scores.split(counts), rois.split(counts)):
+                results[i] = self._postprocess(roi_cls_loc, roi_score, roi,
+                                               scale, sizes[i])
+        return results
+
+    def _postprocess(self, roi_cls_loc, roi_score, rois, scale, size):
+        """One image's detections from the head's outputs on its RoIs.
+
+        Args:
+            roi_cls_loc (torch.Tensor): :math:`(R', (L + 1) \\times 4)`.
+            roi_score (torch.Tensor): :math:`(R', L + 1)`.
+            rois (torch.Tensor): :math:`(R', 4)`, each
+                ``(y_min, x_min, y_max, x_max)`` in the network input's
+                pixels.
+            scale (float): Network input over original image size.
+            size (tuple of ints): ``(H, W)`` of the original image.
+
+        Returns:
+            numpy bbox, label and score as :meth:`_suppress` gives them.
+        """
         roi = rois / scale
 
         mean = roi.new_tensor(self.loc_normalize_mean).repeat(self.n_class)
@@ -338,6 +394,21 @@ def check_stride(features, img_size, feat_stride):
                     img_size[0] / features.shape[2], feat_stride))
 
 
+def check_img_sizes(img_sizes, batch_size, feat_stride):
+    """Raises ValueError unless each image's ``(H, W)`` in ``img_sizes``
+    fits in the padded batch's ``batch_size`` (H, W) and spans at least one
+    feature stride on a side."""
+    for i, size in enumerate(img_sizes):
+        if size[0] > batch_size[0] or size[1] > batch_size[1]:
+            raise ValueError(
+                'img_sizes[{}] is {}x{}, larger than the batch of images '
+                '({}x{}) it is padded into'.format(i, *size, *batch_size))
+        if min(size) < feat_stride:
+            raise ValueError(
+                'img_sizes[{}] is {}x{}, smaller than one feature stride ({} '
+                'px) on a side'.format(i, *size, feat_stride))
+
+
 def check_head_output(head, roi_cls_locs, roi_scores, n_roi):
     """Raises ValueError unless the head returned (roi_cls_locs
     (R', (L + 1) * 4), roi_scores (R', L + 1)) for ``n_roi`` RoIs."""
@@ -350,6 +421,44 @@ def check_head_output(head, roi_cls_locs, roi_scores, n_roi):
             '(roi_cls_locs {}, roi_scores {}) for {} RoIs and n_class={}, in '
             'this order'.format(type(head).__name__, *got, *expected, n_roi,
                                 n_class))
+
+
+def _check_roi_settings(state, own):
+    """Raises ValueError if a state dict's head pooled otherwise than
+    ``own`` (the head's ``roi_settings``) does.
+
+    A state dict that records no RoI op (one from before the option, or
+    the original design's) was trained with RoIPool.
+    """
+    if own is None:
+        return
+    saved = {k: state[k] for k in ('roi_op', 'sampling_ratio', 'aligned')
+             if k in state}
+    saved.setdefault('roi_op', 'pool')
+    if saved['roi_op'] == 'pool':
+        saved = dict(roi_op='pool')
+    if saved != own:
+        raise ValueError(
+            'checkpoint does not fit this model: its head was trained with '
+            '{} and this model pools with {}; build the model with {} (with '
+            'train.py: {}), or rebuild the checkpoint\'s detector with '
+            'model.load_detector, which reads its config'.format(
+                _describe_roi(saved), _describe_roi(own),
+                ', '.join('{}={!r}'.format(k, v) for k, v in saved.items()),
+                ' '.join('{}={}'.format(_ROI_FLAGS[k], v)
+                         for k, v in saved.items())))
+
+
+# train.py's options for a head's roi_settings
+_ROI_FLAGS = dict(roi_op='--roi-op', sampling_ratio='--roi-sampling-ratio',
+                  aligned='--roi-aligned')
+
+
+def _describe_roi(settings):
+    if settings['roi_op'] == 'pool':
+        return 'RoIPool'
+    return 'RoIAlign (sampling_ratio={}, aligned={})'.format(
+        settings.get('sampling_ratio'), settings.get('aligned'))
 
 
 def _to_numpy(img):

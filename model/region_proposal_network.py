@@ -50,11 +50,18 @@ class RegionProposalNetwork(nn.Module):
     def forward(self, x, img_size, scale=1.):
         """Forward the RPN over a batch of feature maps.
 
+        Each image's proposals are clipped to its own size and drop boxes
+        smaller than ``min_size`` times its own scale, so that an image
+        padded into a batch is proposed for as it would be alone (anchors
+        over the padding may still reach into the image).
+
         Args:
             x (torch.Tensor): Features, shape :math:`(N, C, H, W)`.
-            img_size (tuple of ints): ``(height, width)`` of the scaled
-                input images.
-            scale (float): The scaling applied to the original images.
+            img_size (tuple of ints or sequence of them): ``(height,
+                width)`` of the scaled input images, or one such pair per
+                image: each image's unpadded size in a padded batch.
+            scale (float or sequence of floats): The scaling applied to the
+                original images, or one scale per image.
 
         Returns:
             (torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor):
@@ -82,18 +89,57 @@ class RegionProposalNetwork(nn.Module):
         rpn_fg_scores = rpn_softmax_scores[..., 1].contiguous().view(n, -1)
         rpn_scores = rpn_scores.view(n, -1, 2)
 
+        img_sizes, scales = per_image(img_size, scale, n)
         rois = []
         roi_indices = []
         for i in range(n):
             roi = self.proposal_layer(
                 rpn_locs[i].detach(), rpn_fg_scores[i].detach(), anchor,
-                img_size, scale=scale)
+                img_sizes[i], scale=scales[i])
             rois.append(roi)
             roi_indices.append(torch.full((len(roi),), i, dtype=torch.int32,
                                           device=x.device))
         rois = torch.cat(rois, dim=0)
         roi_indices = torch.cat(roi_indices, dim=0)
         return rpn_locs, rpn_scores, rois, roi_indices, anchor
+
+
+def per_image(img_size, scale, n):
+    """Each image's ``(H, W)`` and scale, from shared or per-image values.
+
+    Args:
+        img_size: ``(H, W)`` shared by the N images, or N such pairs
+            (a sequence, or a tensor of shape :math:`(N, 2)`).
+        scale: A number shared by the N images, or N numbers.
+        n (int): The number of images (N).
+
+    Returns:
+        (list, list): N ``(H, W)`` tuples of ints and N floats.
+
+    Raises:
+        ValueError: if per-image values are not N of them.
+    """
+    sizes = torch.as_tensor(img_size).tolist()
+    if not isinstance(sizes[0], list):
+        sizes = [sizes] * n
+    scales = torch.as_tensor(scale, dtype=torch.float64).reshape(-1).tolist()
+    if len(scales) == 1:
+        scales = scales * n
+    if len(sizes) != n or len(scales) != n or any(
+            len(size) != 2 for size in sizes):
+        raise ValueError(
+            'expected an (H, W) and a scale for each of the {} images (or '
+            'one shared by all), got sizes {} and scales {}'.format(
+                n, sizes, scales))
+    return [tuple(int(v) for v in size) for size in sizes], scales
+
+
+def shared_or_each(values):
+    """``values[0]`` if every value equals it, else the list: what a batch
+    passes to an RPN, so that one written for a single ``(H, W)`` and
+    scale keeps working on batches of equal images."""
+    values = list(values)
+    return values[0] if all(v == values[0] for v in values) else values
 
 
 def _enumerate_shifted_anchor(anchor_base, feat_stride, height, width):

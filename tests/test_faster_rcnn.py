@@ -422,13 +422,16 @@ def test_trainer_forward_and_train_step(make_tiny_faster_rcnn, device):
         assert not torch.equal(after, before[name]), name
 
 
-def test_trainer_rejects_a_batch_of_two(make_tiny_faster_rcnn):
+def test_trainer_rejects_boxes_for_another_number_of_images(
+        make_tiny_faster_rcnn):
+    # a batch of two is a batch (see test_batch.py), but its boxes and
+    # labels must come for both images
     model = make_tiny_faster_rcnn()
     trainer = FasterRCNNTrainer(model)
     img, bbox, label = training_batch('cpu')
-    with pytest.raises(ValueError, match='one image|batch'):
-        trainer.forward(img.repeat(2, 1, 1, 1), bbox.repeat(2, 1, 1),
-                        label.repeat(2, 1), 1.)
+    with pytest.raises(ValueError, match='batch of 2 images: bboxes must '
+                                         r'have shape \(2, R, 4\)'):
+        trainer.forward(img.repeat(2, 1, 1, 1), bbox, label.repeat(2, 1), 1.)
 
 
 def test_trainer_on_an_image_without_objects(make_tiny_faster_rcnn):
