@@ -56,6 +56,11 @@ class FasterRCNNToy(FasterRCNN):
         n_feature (int): Width of the head's two fully connected layers.
         min_size (int): Preprocessing: the shorter side's length.
         max_size (int): Preprocessing: the longer side's largest length.
+        roi_op ({'pool', 'align'}): The head's RoIPool or RoIAlign (see
+            :class:`model.roi_head.RoIHead`).
+        sampling_ratio (int): RoIAlign's sample points per bin along each
+            side; 0: adaptive.
+        aligned (bool): RoIAlign's half-cell shift.
     """
 
     feat_stride = 8
@@ -63,7 +68,8 @@ class FasterRCNNToy(FasterRCNN):
     def __init__(self, n_fg_class=5, ratios=[0.5, 1, 2],
                  anchor_scales=[1.5, 3, 6], width=32, n_feature=256,
                  proposal_creator_params=TOY_PROPOSAL_CREATOR_PARAMS,
-                 min_size=256, max_size=256):
+                 min_size=256, max_size=256, roi_op='pool', sampling_ratio=0,
+                 aligned=True):
         extractor = toy_extractor(width)
         rpn = RegionProposalNetwork(
             4 * width, 4 * width, ratios=ratios, anchor_scales=anchor_scales,
@@ -76,6 +82,8 @@ class FasterRCNNToy(FasterRCNN):
             nn.Linear(n_feature, n_feature), nn.ReLU(inplace=True))
         head = RoIHead(n_class=n_fg_class + 1, roi_size=roi_size,
                        spatial_scale=1. / self.feat_stride,
-                       classifier=classifier, n_feature=n_feature)
+                       classifier=classifier, n_feature=n_feature,
+                       roi_op=roi_op, sampling_ratio=sampling_ratio,
+                       aligned=aligned)
         super().__init__(extractor, rpn, head, min_size=min_size,
                          max_size=max_size)

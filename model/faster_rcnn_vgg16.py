@@ -11,24 +11,14 @@ from torchvision.models import VGG16_Weights, vgg16
 from model.faster_rcnn import FasterRCNN
 from model.region_proposal_network import RegionProposalNetwork
 from model.roi_head import RoIHead
-from model.utils.checkpoint import model_state_dict, read_checkpoint
+from model.utils.checkpoint import (model_state_dict, read_checkpoint,
+                                    torchvision_state_dict)
 
 
 def _torchvision_vgg16_state_dict():
     """torchvision's ImageNet VGG16 weights, from its cache or downloaded."""
-    weights = VGG16_Weights.IMAGENET1K_V1
-    path = os.path.join(torch.hub.get_dir(), 'checkpoints',
-                        os.path.basename(weights.url))
-    if os.path.exists(path):
-        return torch.load(path, map_location='cpu')
-    try:
-        return weights.get_state_dict(progress=True)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError
-        raise RuntimeError(
-            "could not download torchvision's ImageNet VGG16 weights ({}): "
-            'put the file {} at {} (or point TORCH_HOME elsewhere), or start '
-            'from random init with pretrained_model=None'.format(
-                err, os.path.basename(weights.url), path)) from None
+    return torchvision_state_dict(VGG16_Weights.IMAGENET1K_V1,
+                                  'ImageNet VGG16')
 
 
 def _caffe_vgg16_state_dict(path):
@@ -106,6 +96,12 @@ class FasterRCNNVGG16(FasterRCNN):
             trained from caffe's VGG16 that carry no settings of their own
             (the original's bare state dicts); a checkpoint that records its
             preprocessing overrides it.
+        roi_op ({'pool', 'align'}): The head's RoIPool (this design's) or
+            RoIAlign (see :class:`model.roi_head.RoIHead`).
+        sampling_ratio (int): RoIAlign's sample points per bin along each
+            side; 0: adaptive.
+        aligned (bool): RoIAlign's half-cell shift (detectron2's
+            ROIAlignV2).
     """
 
     feat_stride = 16  # downsample 16x for the output of conv5 in vgg16
@@ -114,7 +110,8 @@ class FasterRCNNVGG16(FasterRCNN):
                  anchor_scales=[8, 16, 32], pretrained_model='vgg16',
                  caffe_pretrain_path='checkpoints/vgg16_caffe.pth',
                  use_drop=False, min_size=600, max_size=1000,
-                 caffe_pretrain=None):
+                 caffe_pretrain=None, roi_op='pool', sampling_ratio=0,
+                 aligned=True):
         if n_fg_class < 1:
             raise ValueError('n_fg_class must be positive, got {}'.format(
                 n_fg_class))
@@ -127,7 +124,8 @@ class FasterRCNNVGG16(FasterRCNN):
             feat_stride=self.feat_stride)
         head = VGG16RoIHead(n_class=n_fg_class + 1, roi_size=7,
                             spatial_scale=(1. / self.feat_stride),
-                            classifier=classifier)
+                            classifier=classifier, roi_op=roi_op,
+                            sampling_ratio=sampling_ratio, aligned=aligned)
         if caffe_pretrain is None:
             caffe_pretrain = pretrained_model == 'caffe'
         super().__init__(extractor, rpn, head, min_size=min_size,
@@ -138,7 +136,8 @@ class FasterRCNNVGG16(FasterRCNN):
 
 
 class VGG16RoIHead(RoIHead):
-    """RoIPool 7x7, VGG16's fc6 and fc7, and the class and box predictors.
+    """RoIPool (or RoIAlign) 7x7, VGG16's fc6 and fc7, and the class and box
+    predictors.
 
     Args:
         n_class (int): The number of classes, background included (L + 1).
@@ -146,8 +145,14 @@ class VGG16RoIHead(RoIHead):
         spatial_scale (float): Feature size over image size.
         classifier (nn.Module): VGG16's fc6 and fc7,
             ``(R', 512 * roi_size ** 2) -> (R', 4096)``.
+        roi_op ({'pool', 'align'}): RoIPool or RoIAlign.
+        sampling_ratio (int): RoIAlign's sample points per bin along each
+            side; 0: adaptive.
+        aligned (bool): RoIAlign's half-cell shift.
     """
 
-    def __init__(self, n_class, roi_size, spatial_scale, classifier):
+    def __init__(self, n_class, roi_size, spatial_scale, classifier,
+                 roi_op='pool', sampling_ratio=0, aligned=True):
         super().__init__(n_class, roi_size, spatial_scale, classifier,
-                         n_feature=4096)
+                         n_feature=4096, roi_op=roi_op,
+                         sampling_ratio=sampling_ratio, aligned=aligned)

@@ -73,6 +73,15 @@ class Config:
     caffe_pretrain = False  # use caffe pretrained VGG16 (BGR, 0-255 input) instead of torchvision's
     caffe_pretrain_path = 'checkpoints/vgg16_caffe.pth'  # file of the caffe pretrained VGG16 weights
 
+    # choices of the other systems (README: "Choices of the other systems"); the defaults are this design's
+    backbone = 'vgg16'  # 'vgg16' (fc6/fc7 head), or 'resnet50' / 'resnet101' in C4 form (conv1..layer3 extract, layer4 heads the RoIs); pretrained_model 'vgg16' then means that ResNet's ImageNet weights
+    roi_op = 'pool'  # the head's RoI op: 'pool' (RoIPool, this design's) or 'align' (RoIAlign, torchvision's and detectron2's)
+    roi_sampling_ratio = 0  # RoIAlign's sample points per bin along each side; 0: adaptive (detectron2's; torchvision's Faster R-CNN uses 2)
+    roi_aligned = True  # RoIAlign's half-cell shift, so that a feature cell sits at its pixels' centre (detectron2's ROIAlignV2; torchvision's Faster R-CNN: False)
+    clobber_positives = False  # py-faster-rcnn's RPN_CLOBBER_POSITIVES: label RPN negatives after positives, so a gt box's best anchor below 0.3 IoU ends negative
+    allowed_border = 0  # label the anchors reaching at most this many pixels outside the image (py-faster-rcnn's allowed_border); None: every anchor (torchvision)
+    neg_iou_thresh_lo = 0.  # lower IoU bound of the head's negative RoIs (py-faster-rcnn's BG_THRESH_LO is 0.1)
+
     def _parse(self, kwargs):
         """Set options and print the resulting configuration.
 

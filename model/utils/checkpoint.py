@@ -19,6 +19,35 @@ import torch
 PREPROCESSING_KEYS = ('min_size', 'max_size', 'caffe_pretrain')
 
 
+def torchvision_state_dict(weights, name):
+    """torchvision's pretrained weights, from its cache or downloaded.
+
+    The cache is ``<torch.hub.get_dir()>/checkpoints/<file of the URL>``,
+    where torchvision itself keeps them; offline, with no file there, the
+    error names that path.
+
+    Args:
+        weights (torchvision.models.WeightsEnum): e.g.
+            ``VGG16_Weights.IMAGENET1K_V1``.
+        name (str): What to call them in the error, e.g. 'ImageNet VGG16'.
+
+    Raises:
+        RuntimeError: if the file is not cached and cannot be downloaded.
+    """
+    path = os.path.join(torch.hub.get_dir(), 'checkpoints',
+                        os.path.basename(weights.url))
+    if os.path.exists(path):
+        return torch.load(path, map_location='cpu')
+    try:
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise RuntimeError(
+            "could not download torchvision's {} weights ({}): put the file "
+            '{} at {} (or point TORCH_HOME elsewhere), or start from random '
+            'init with pretrained_model=None'.format(
+                name, err, os.path.basename(weights.url), path)) from None
+
+
 def read_checkpoint(path):
     """Loads a checkpoint or state dict onto the CPU.
 
