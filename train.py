@@ -20,6 +20,7 @@ from data.dataset import Dataset, TestDataset, inverse_normalize
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from data.voc_dataset import VOC_BBOX_LABEL_NAMES
 from model import build_model
+from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
 from utils.config import UsageError, opt
@@ -164,6 +165,8 @@ def train(**kwargs):
     if opt.data not in ('voc', 'toy'):
         raise UsageError("--data must be 'voc' or 'toy', got {!r}".format(
             opt.data))
+    anchor_target_creator, proposal_target_creator = target_creators(
+        opt._state_dict())
     if opt.seed is not None:
         _seed(opt.seed)
     device = torch.device(opt.device or
@@ -175,13 +178,19 @@ def train(**kwargs):
 
     dataloader, testset, test_dataloader = _loaders(opt, label_names)
     pretrained = ('caffe' if opt.caffe_pretrain else opt.pretrained_model)
-    faster_rcnn = build_model(
-        opt._state_dict(), len(label_names),
-        pretrained_model=None if opt.load_path or opt.resume else pretrained)
+    try:
+        faster_rcnn = build_model(
+            opt._state_dict(), len(label_names),
+            pretrained_model=None if opt.load_path or opt.resume
+            else pretrained)
+    except ValueError as err:  # e.g. an unknown --backbone or --roi-op
+        raise UsageError(str(err)) from None
     vis = Visualizer(env=opt.env, port=opt.port)
     trainer = FasterRCNNTrainer(
         faster_rcnn, rpn_sigma=opt.rpn_sigma, roi_sigma=opt.roi_sigma,
         lr=opt.lr, weight_decay=opt.weight_decay, use_adam=opt.use_adam,
+        anchor_target_creator=anchor_target_creator,
+        proposal_target_creator=proposal_target_creator,
         vis=vis, config=opt._state_dict(),
         label_names=label_names).to(device)
     os.makedirs(opt.out_dir, exist_ok=True)
@@ -252,6 +261,30 @@ def train(**kwargs):
     print('best map {:.4f}; checkpoint {}; predictions drawn in {}'.format(
         best_map, best_path, png))
     return best_map
+
+
+def target_creators(config):
+    """The trainer's target creators, with the rules the options choose:
+    py-faster-rcnn's ``clobber_positives``, ``allowed_border`` and
+    ``neg_iou_thresh_lo`` (the defaults are this design's rules).
+
+    Args:
+        config (dict): Options as ``opt._state_dict()`` gives them.
+
+    Returns:
+        (AnchorTargetCreator, ProposalTargetCreator)
+
+    Raises:
+        UsageError: for a value a creator refuses.
+    """
+    try:
+        return (AnchorTargetCreator(
+                    clobber_positives=config['clobber_positives'],
+                    allowed_border=config['allowed_border']),
+                ProposalTargetCreator(
+                    neg_iou_thresh_lo=config['neg_iou_thresh_lo']))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _loaders(opt, label_names):

@@ -187,6 +187,12 @@ class FasterRCNNTrainer(nn.Module):
         self.rpn_cm.add(rpn_score.detach()[valid], gt_rpn_label[valid])
 
         n_sample = roi_cls_loc.shape[0]
+        if n_sample == 0:
+            # No RoI in either band: with neg_iou_thresh_lo > 0, an image
+            # without objects has no negatives. The head learns nothing
+            # from it (a mean over no samples would be nan).
+            zero = roi_score.sum() * 0.
+            return [rpn_loc_loss, rpn_cls_loss, zero, zero]
         roi_cls_loc = roi_cls_loc.view(n_sample, -1, 4)
         roi_loc = roi_cls_loc[torch.arange(n_sample, device=roi_cls_loc.device),
                               gt_roi_label]

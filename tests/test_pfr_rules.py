@@ -358,3 +358,74 @@ def test_neg_iou_thresh_lo_at_the_threshold_by_hand():
     np.testing.assert_array_equal(gt_label, [3, 0])
     sample_roi, _, gt_label = ProposalTargetCreator()(roi, bbox, label)
     assert len(sample_roi) == 4 and (gt_label == 0).sum() == 3
+
+
+# ------------------------------------------------------------ from train.py
+
+def test_train_py_builds_the_creators_from_the_options():
+    from utils.config import Config
+    import train
+    a, p = train.target_creators(Config()._state_dict())
+    assert (a.clobber_positives, a.allowed_border, p.neg_iou_thresh_lo) == \
+        (False, 0, 0.0)
+    config = dict(Config()._state_dict(), clobber_positives=True,
+                  allowed_border=None, neg_iou_thresh_lo=0.1)
+    a, p = train.target_creators(config)
+    assert (a.clobber_positives, a.allowed_border, p.neg_iou_thresh_lo) == \
+        (True, None, 0.1)
+
+
+@pytest.mark.parametrize('option', [dict(clobber_positives='yes'),
+                                    dict(allowed_border='wide'),
+                                    dict(neg_iou_thresh_lo='low'),
+                                    dict(neg_iou_thresh_lo=0.7)])
+def test_a_bad_rule_option_is_a_usage_error(option, tmp_path):
+    import train
+    from utils.config import UsageError
+    with pytest.raises(UsageError, match=list(option)[0]):
+        train.train(data='toy', voc_data_dir=str(tmp_path / 'none'),
+                    **option)
+    assert not (tmp_path / 'none').exists()  # refused before any work
+
+
+def test_a_training_run_uses_the_rule_options(tmp_path, monkeypatch):
+    import train
+    from data.synthetic import generate_voc
+    seen = []
+
+    class Trainer(train.FasterRCNNTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self)
+
+    monkeypatch.setattr(train, 'FasterRCNNTrainer', Trainer)
+    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=8, seed=2)
+    train.train(data='toy', voc_data_dir=data_dir,
+                out_dir=str(tmp_path / 'ck'), num_workers=0,
+                test_num_workers=0, device='cpu', epoch=1, port=1,
+                clobber_positives=True, allowed_border=16,
+                neg_iou_thresh_lo=0.1)
+    a = seen[0].anchor_target_creator
+    p = seen[0].proposal_target_creator
+    assert (a.clobber_positives, a.allowed_border, p.neg_iou_thresh_lo) == \
+        (True, 16, 0.1)
+
+
+def test_an_image_without_objects_trains_with_a_raised_negative_band():
+    """With neg_iou_thresh_lo > 0 an image without objects has no RoI in
+    either band: the head gets no sample and no loss, the RPN its
+    negatives."""
+    import torch
+    from model import FasterRCNNToy
+    from trainer import FasterRCNNTrainer
+    torch.manual_seed(0)
+    np.random.seed(0)
+    trainer = FasterRCNNTrainer(
+        FasterRCNNToy(n_fg_class=2),
+        proposal_target_creator=ProposalTargetCreator(neg_iou_thresh_lo=0.1))
+    img = torch.randn(1, 3, 128, 128)
+    losses = trainer.train_step(img, torch.zeros((1, 0, 4)),
+                                torch.zeros((1, 0), dtype=torch.int64), 1.)
+    assert losses.roi_loc_loss.item() == 0 and losses.roi_cls_loss.item() == 0
+    assert losses.rpn_cls_loss.item() > 0
+    assert torch.isfinite(losses.total_loss)

@@ -11,6 +11,8 @@ design does (``np.random.choice(..., replace=False)``, positives first), so a
 seed gives the same samples here as there; only the drawn positions cross to
 numpy, never the arrays themselves.
 """
+import numbers
+
 import numpy as np
 import torch
 from torchvision.ops import nms
@@ -40,8 +42,9 @@ def check_bbox(bbox, name='bbox'):
 
 def _check_thresh(**threshes):
     for name, value in threshes.items():
-        if not 0. <= value <= 1.:
-            raise ValueError('{} must be in [0, 1], got {}'.format(name, value))
+        if not isinstance(value, numbers.Real) or not 0. <= value <= 1.:
+            raise ValueError('{} must be a number in [0, 1], got {!r}'.format(
+                name, value))
 
 
 def _random_choice(index, size):
