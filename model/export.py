@@ -389,7 +389,9 @@ def main(argv=None):
     try:
         faster_rcnn, _, _ = load_detector(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
-        parser.error(str(err))
+        # One line: torch.load's own message, inside an unreadable
+        # checkpoint's, runs over several.
+        parser.error(str(err).splitlines()[0])
     if kind == '.onnx':
         export_onnx(faster_rcnn, args.out, args.score_thresh,
                     args.nms_thresh)
