@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import nms
+from torchvision.ops import batched_nms
 
 from model.region_proposal_network import per_image, shared_or_each
 from model.utils.bbox_tools import loc2bbox
@@ -185,27 +185,52 @@ class FasterRCNN(nn.Module):
     def _suppress(self, raw_cls_bbox, raw_prob):
         """Per-class thresholding and NMS, background skipped.
 
+        Every (RoI, foreground class) pair scored above ``score_thresh`` is
+        a candidate; all classes are suppressed in one
+        :func:`torchvision.ops.batched_nms` call on the device of the
+        inputs, and the result moves to the host once. The detections are
+        grouped by class in class order and, within a class, ordered as
+        ``nms`` on that class alone orders them: by descending score, ties
+        by RoI order. They are those of a per-class ``nms`` loop with one
+        reservation: below torchvision's size threshold ``batched_nms``
+        separates the classes by adding a class offset to the coordinates,
+        whose rounding can decide a pair whose IoU lies within float
+        rounding of ``nms_thresh`` the other way (boxes with integer
+        coordinates are unaffected).
+
         Args:
-            raw_cls_bbox (torch.Tensor): :math:`(R, (L + 1) \\times 4)`.
+            raw_cls_bbox (torch.Tensor): :math:`(R, (L + 1) \\times 4)`,
+                each box ``(y_min, x_min, y_max, x_max)``.
             raw_prob (torch.Tensor): :math:`(R, L + 1)`.
 
         Returns:
-            numpy bbox (R'', 4) float32, label (R'',) int32 in
+            numpy bbox (R'', 4) float32, each
+            ``(y_min, x_min, y_max, x_max)``, label (R'',) int32 in
             :math:`[0, L - 1]`, score (R'',) float32, grouped by class.
         """
-        cls_bbox = raw_cls_bbox.reshape((-1, self.n_class, 4))
-        bbox, label, score = [], [], []
-        for l in range(1, self.n_class):
-            mask = raw_prob[:, l] > self.score_thresh
-            cls_bbox_l = cls_bbox[mask, l]
-            prob_l = raw_prob[mask, l]
-            keep = nms(cls_bbox_l, prob_l, self.nms_thresh)
-            bbox.append(cls_bbox_l[keep].cpu().numpy())
-            label.append(np.full((len(keep),), l - 1, dtype=np.int32))
-            score.append(prob_l[keep].cpu().numpy())
-        bbox = np.concatenate(bbox, axis=0).astype(np.float32).reshape(-1, 4)
-        label = np.concatenate(label, axis=0).astype(np.int32)
-        score = np.concatenate(score, axis=0).astype(np.float32)
+        n_fg_class = self.n_class - 1
+        # Class-major candidates: a class's boxes in RoI order, so that an
+        # index order is a (class, RoI) order.
+        bbox = raw_cls_bbox.reshape((-1, self.n_class, 4))[:, 1:]
+        bbox = bbox.transpose(0, 1).reshape(-1, 4)
+        score = raw_prob[:, 1:].transpose(0, 1).reshape(-1)
+        label = torch.arange(n_fg_class, device=score.device)
+        label = label.repeat_interleave(raw_prob.shape[0])
+        candidate = torch.where(score > self.score_thresh)[0]
+        bbox, score, label = bbox[candidate], score[candidate], label[candidate]
+        keep = batched_nms(bbox, score, label, self.nms_thresh)
+        # Per-class nms's order, whatever order batched_nms gives: by class,
+        # then descending score, then RoI (stable sorts, the last key first).
+        keep = keep.sort()[0]
+        keep = keep[score[keep].sort(descending=True, stable=True)[1]]
+        keep = keep[label[keep].sort(stable=True)[1]]
+        dtype = torch.promote_types(
+            torch.promote_types(bbox.dtype, score.dtype), torch.float32)
+        out = torch.cat((bbox[keep].to(dtype), score[keep, None].to(dtype),
+                         label[keep, None].to(dtype)), dim=1).cpu().numpy()
+        bbox = out[:, :4].astype(np.float32)
+        score = out[:, 4].astype(np.float32)
+        label = out[:, 5].astype(np.int32)
         return bbox, label, score
 
     @torch.no_grad()
