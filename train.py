@@ -3,6 +3,9 @@
 Options are the fields of :class:`utils.config.Config`. ``--data=toy``
 trains a small detector on a generated VOC-layout dataset (written on first
 use), so that the whole pipeline runs on a CPU machine without VOC.
+``--data=coco`` trains on COCO-format annotation files (``--coco-train-ann``,
+``--coco-train-img``, ``--coco-test-ann``, ``--coco-test-img``), and
+``--metric`` chooses the test metric (voc07, voc or coco).
 """
 import os
 import random
@@ -23,6 +26,7 @@ from model import build_model
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
+from utils.coco_eval import eval_detection_coco
 from utils.config import UsageError, opt
 from utils.eval_tool import eval_detection_voc
 from utils.vis_tool import Visualizer, vis_bbox, visdom_bbox
@@ -34,11 +38,12 @@ TOY_PRESET = dict(
     pretrained_model=None, env='faster-rcnn-toy', seed=0)
 
 
-def eval(dataloader, faster_rcnn, test_num=10000):
-    """VOC07 11-point AP of ``faster_rcnn`` on a :class:`TestDataset` loader.
+def eval(dataloader, faster_rcnn, test_num=10000, metric='voc07'):
+    """The ``metric`` of ``faster_rcnn`` on a :class:`TestDataset` loader
+    (see :func:`score_detections`): VOC07 11-point AP by default.
 
     Returns:
-        dict: 'ap' (L,) per class and 'map'.
+        dict: 'ap' (L,) per class and 'map', as :func:`score_detections`.
     """
     pred_bboxes, pred_labels, pred_scores = [], [], []
     gt_bboxes, gt_labels, gt_difficults = [], [], []
@@ -56,9 +61,59 @@ def eval(dataloader, faster_rcnn, test_num=10000):
         pred_bboxes += pred_bboxes_
         pred_labels += pred_labels_
         pred_scores += pred_scores_
+    return score_detections(metric, pred_bboxes, pred_labels, pred_scores,
+                            gt_bboxes, gt_labels, gt_difficults)
+
+
+# The --metric choices: VOC AP at IoU 0.5 by 11-point interpolation (the
+# original design's) or by area, and COCO's AP at IoU 0.50:0.95.
+METRICS = ('voc07', 'voc', 'coco')
+
+
+def score_detections(metric, pred_bboxes, pred_labels, pred_scores,
+                     gt_bboxes, gt_labels, gt_difficults):
+    """Scores detections by one of :data:`METRICS`.
+
+    Args:
+        metric ({'voc07', 'voc', 'coco'}): 'voc07' and 'voc' call
+            :func:`utils.eval_tool.eval_detection_voc` with and without
+            ``use_07_metric``; 'coco' calls
+            :func:`utils.coco_eval.eval_detection_coco` (objects' sizes by
+            their boxes' areas).
+        pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels,
+        gt_difficults: Per image, as those functions take them.
+
+    Returns:
+        dict: 'ap' (L,) per class and 'map', the headline number that
+        training logs and picks its best checkpoint by (for 'coco': AP at
+        IoU 0.50:0.95; its other numbers are in the dict too).
+    """
+    if metric == 'coco':
+        return eval_detection_coco(pred_bboxes, pred_labels, pred_scores,
+                                   gt_bboxes, gt_labels, gt_difficults)
     return eval_detection_voc(pred_bboxes, pred_labels, pred_scores,
                               gt_bboxes, gt_labels, gt_difficults,
-                              use_07_metric=True)
+                              use_07_metric=metric == 'voc07')
+
+
+def coco_label_names(train_db, test_db):
+    """The class names of COCO-format training and test sets.
+
+    Raises:
+        UsageError: unless both files declare the same categories (ids and
+            names): a label must mean one class in both.
+    """
+    train = list(zip(train_db.cat_ids, train_db.label_names))
+    test = list(zip(test_db.cat_ids, test_db.label_names))
+    if train != test:
+        raise UsageError(
+            'the training annotations {} and the test annotations {} '
+            'declare different categories ((id, name) {} only in the '
+            'first, {} only in the second); expected the same'.format(
+                train_db.ann_file, test_db.ann_file,
+                [c for c in train if c not in test],
+                [c for c in test if c not in train]))
+    return tuple(train_db.label_names)
 
 
 def _seed(seed):
@@ -114,8 +169,25 @@ def _settings(settings):
     return ', '.join('{}={}'.format(k, v) for k, v in settings.items())
 
 
-def _label_names(data):
-    return TOY_LABEL_NAMES if data == 'toy' else VOC_BBOX_LABEL_NAMES
+def _label_names(data, names=None):
+    """The class names of a VOC-layout dataset: ``names`` (the
+    ``--label-names`` option: a text file with one name per line, or a
+    sequence of names), else the toy's or VOC's."""
+    if names is None:
+        return TOY_LABEL_NAMES if data == 'toy' else VOC_BBOX_LABEL_NAMES
+    if isinstance(names, str):
+        if not os.path.isfile(names):
+            raise UsageError(
+                '--label-names={} is not a file; expected a text file with '
+                'one class name per line, or the names separated by commas '
+                '(--label-names=cat,dog)'.format(names))
+        with open(names) as f:
+            names = [line.strip() for line in f if line.strip()]
+    names = tuple(str(name) for name in names)
+    if not names or len(set(names)) != len(names):
+        raise UsageError('--label-names must name each class once, got '
+                         '{}'.format(list(names)))
+    return names
 
 
 def save_predictions_png(faster_rcnn, testset, label_names, path, n=4):
@@ -157,26 +229,36 @@ def _plot(trainer, img, bbox_, label_, label_names):
 
 
 def train(**kwargs):
-    """Train on ``--data`` (voc or toy); options as in utils/config.py."""
+    """Train on ``--data`` (voc, toy or coco); options as in
+    utils/config.py."""
     opt.__dict__.clear()  # back to the class defaults, whatever ran before
     if kwargs.get('data') == 'toy':
         kwargs = {**TOY_PRESET, **kwargs}
     opt._parse(kwargs)
-    if opt.data not in ('voc', 'toy'):
-        raise UsageError("--data must be 'voc' or 'toy', got {!r}".format(
-            opt.data))
+    if opt.data not in ('voc', 'toy', 'coco'):
+        raise UsageError("--data must be 'voc', 'toy' or 'coco', got "
+                         "{!r}".format(opt.data))
+    if opt.metric not in METRICS:
+        raise UsageError("--metric must be 'voc07', 'voc' or 'coco', got "
+                         "{!r}".format(opt.metric))
+    if opt.data == 'coco' and opt.label_names is not None:
+        raise UsageError('--label-names is for VOC-layout data; with '
+                         '--data=coco the categories of the annotation '
+                         'files name the classes')
     anchor_target_creator, proposal_target_creator = target_creators(
         opt._state_dict())
     if opt.seed is not None:
         _seed(opt.seed)
     device = torch.device(opt.device or
                           ('cuda' if torch.cuda.is_available() else 'cpu'))
-    label_names = _label_names(opt.data)
+    label_names = _label_names(opt.data, opt.label_names)
     if opt.data == 'toy' and not os.path.isdir(opt.voc_data_dir):
         print('writing the toy dataset to {}'.format(opt.voc_data_dir))
         generate_voc(opt.voc_data_dir, label_names=label_names)
 
     dataloader, testset, test_dataloader = _loaders(opt, label_names)
+    if opt.data == 'coco':
+        label_names = coco_label_names(dataloader.dataset.db, testset.db)
     pretrained = ('caffe' if opt.caffe_pretrain else opt.pretrained_model)
     try:
         faster_rcnn = build_model(
@@ -222,7 +304,7 @@ def train(**kwargs):
                     _plot(trainer, img, bbox_, label_, label_names)
 
             eval_result = eval(test_dataloader, faster_rcnn,
-                               test_num=opt.test_num)
+                               test_num=opt.test_num, metric=opt.metric)
             vis.plot('test_map', eval_result['map'])
             log_info = 'epoch {}: lr {:.2e}, map {:.4f}, loss {}'.format(
                 epoch, _lr(trainer), eval_result['map'], {

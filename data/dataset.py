@@ -2,6 +2,7 @@
 network (see :mod:`model.utils.preprocess`) and flipped for training.
 """
 from data import util
+from data.coco_dataset import COCOBboxDataset
 from data.voc_dataset import VOCBboxDataset, VOC_BBOX_LABEL_NAMES
 # The preprocessing belongs to the model; re-exported for the datasets and
 # for code written against the original layout.
@@ -60,15 +61,28 @@ class Transform:
 class Dataset:
     """The training set: the ``trainval`` split, difficult objects left out.
 
+    With ``opt.data == 'coco'``, the COCO-format set of
+    ``opt.coco_train_ann`` and ``opt.coco_train_img`` instead (crowd
+    regions left out), whose categories give the class names.
+
     Args:
         opt: Any object with the attributes ``voc_data_dir``, ``min_size``,
-            ``max_size`` and ``caffe_pretrain``.
-        label_names (sequence of str): The class names, in label order.
+            ``max_size`` and ``caffe_pretrain`` (and ``data``,
+            ``coco_train_ann``, ``coco_train_img`` for COCO data).
+        label_names (sequence of str): The class names, in label order, of
+            a VOC-layout dataset.
+        db: A ready dataset with ``get_example(i) -> (img, bbox, label,
+            difficult)`` and ``len``, used instead of one built from
+            ``opt``.
     """
 
-    def __init__(self, opt, label_names=VOC_BBOX_LABEL_NAMES):
+    def __init__(self, opt, label_names=VOC_BBOX_LABEL_NAMES, db=None):
         self.opt = opt
-        self.db = VOCBboxDataset(opt.voc_data_dir, label_names=label_names)
+        if db is None and getattr(opt, 'data', 'voc') == 'coco':
+            db = _coco_db(opt, 'train')
+        elif db is None:
+            db = VOCBboxDataset(opt.voc_data_dir, label_names=label_names)
+        self.db = db
         self.tsf = Transform(opt.min_size, opt.max_size,
                              caffe_pretrain=opt.caffe_pretrain)
 
@@ -90,21 +104,34 @@ class TestDataset:
     600/1000, this uses ``opt.min_size``, ``opt.max_size`` and
     ``opt.caffe_pretrain``, the preprocessing the model was trained with.
 
+    With ``opt.data == 'coco'``, the COCO-format set of
+    ``opt.coco_test_ann`` and ``opt.coco_test_img`` instead (``split`` is
+    not used; crowd regions are the difficult objects).
+
     Args:
         opt: Any object with the attributes ``voc_data_dir``, ``min_size``,
-            ``max_size`` and ``caffe_pretrain``.
+            ``max_size`` and ``caffe_pretrain`` (and ``data``,
+            ``coco_test_ann``, ``coco_test_img`` for COCO data).
         split (str): The split to read.
         use_difficult (bool): Keep the objects marked difficult (flagged in
             ``difficult``).
-        label_names (sequence of str): The class names, in label order.
+        label_names (sequence of str): The class names, in label order, of
+            a VOC-layout dataset.
+        db: A ready dataset with ``get_example(i) -> (img, bbox, label,
+            difficult)`` and ``len``, used instead of one built from
+            ``opt``.
     """
 
     def __init__(self, opt, split='test', use_difficult=True,
-                 label_names=VOC_BBOX_LABEL_NAMES):
+                 label_names=VOC_BBOX_LABEL_NAMES, db=None):
         self.opt = opt
-        self.db = VOCBboxDataset(opt.voc_data_dir, split=split,
-                                 use_difficult=use_difficult,
-                                 label_names=label_names)
+        if db is None and getattr(opt, 'data', 'voc') == 'coco':
+            db = _coco_db(opt, 'test', use_difficult=use_difficult)
+        elif db is None:
+            db = VOCBboxDataset(opt.voc_data_dir, split=split,
+                                use_difficult=use_difficult,
+                                label_names=label_names)
+        self.db = db
 
     def __getitem__(self, idx):
         """Returns ``(img, size, bbox, label, difficult)``.
@@ -121,3 +148,32 @@ class TestDataset:
 
     def __len__(self):
         return len(self.db)
+
+
+def _coco_db(opt, part, use_difficult=False):
+    """The COCO-format dataset of ``opt.coco_<part>_ann`` and
+    ``opt.coco_<part>_img`` (``part``: 'train' or 'test').
+
+    Every image file is looked up (not read) here, so that one missing is
+    found before training rather than when its example comes.
+
+    Raises:
+        ValueError: if either option is not given, or the JSON file is
+            malformed (see :class:`~data.coco_dataset.COCOBboxDataset`).
+        FileNotFoundError: if the JSON file, the directory or an image
+            file is missing.
+    """
+    meanings = {
+        'coco_{}_ann'.format(part): "the {} set's annotations JSON".format(
+            part),
+        'coco_{}_img'.format(part): 'the directory its file names are '
+        'relative to'}
+    missing = [name for name in meanings if getattr(opt, name, None) is None]
+    if missing:
+        raise ValueError('--data=coco needs {}'.format(' and '.join(
+            '--{} ({})'.format(name.replace('_', '-'), meanings[name])
+            for name in missing)))
+    ann_file, img_dir = (getattr(opt, name) for name in meanings)
+    db = COCOBboxDataset(ann_file, img_dir, use_difficult=use_difficult)
+    db.check()
+    return db

@@ -50,7 +50,13 @@ class Config:
     plot_every = 40  # plot losses and pictures every this many training steps
 
     # preset
-    data = 'voc'  # dataset to train on
+    data = 'voc'  # dataset to train on: 'voc' (a VOC-layout folder, voc_data_dir), 'toy' (generated there on first use) or 'coco' (COCO-format JSON files, the coco_* options)
+    label_names = None  # class names of a VOC-layout dataset in label order: a text file with one name per line, or the names separated by commas; None: VOC's 20 (the toy's 5 with --data=toy)
+    coco_train_ann = None  # with --data=coco: the training set's annotations JSON (COCO format; its categories give the class names)
+    coco_train_img = None  # with --data=coco: the directory the training JSON's file names are relative to
+    coco_test_ann = None  # with --data=coco: the test set's annotations JSON, evaluated each epoch (same categories as the training set's)
+    coco_test_img = None  # with --data=coco: the directory the test JSON's file names are relative to
+    metric = 'voc07'  # test metric whose 'map' is logged each epoch and picks best.pth: 'voc07' (VOC 11-point AP at IoU 0.5), 'voc' (VOC area AP at IoU 0.5) or 'coco' (COCO AP at IoU 0.50:0.95)
     pretrained_model = 'vgg16'  # backbone whose pretrained weights initialise the extractor
 
     # training
