@@ -9,7 +9,8 @@ device of their inputs; numpy inputs are served by the same code and get numpy
 back. Random sampling draws from numpy's global RNG exactly as the original
 design does (``np.random.choice(..., replace=False)``, positives first), so a
 seed gives the same samples here as there; only the drawn positions cross to
-numpy, never the arrays themselves.
+numpy, never the arrays themselves. With ``sampler='torch'`` the target
+creators draw with ``torch.randperm`` on the device of their inputs instead.
 """
 import numbers
 
@@ -47,13 +48,27 @@ def _check_thresh(**threshes):
                 name, value))
 
 
-def _random_choice(index, size):
-    """Picks ``size`` of ``index`` without replacement, as
-    ``np.random.choice(index, size, replace=False)`` does.
+SAMPLERS = ('numpy', 'torch')
 
-    Numpy draws the positions (the same draws as choosing from the array
-    itself); the tensor is indexed on its own device.
+
+def _check_sampler(sampler):
+    if sampler not in SAMPLERS:
+        raise ValueError('sampler must be one of {}, got {!r}'.format(
+            ', '.join(repr(s) for s in SAMPLERS), sampler))
+
+
+def _random_choice(index, size, sampler='numpy'):
+    """Picks ``size`` of ``index`` without replacement.
+
+    With ``sampler='numpy'`` as ``np.random.choice(index, size,
+    replace=False)`` does: numpy's global RNG draws the positions (the same
+    draws as choosing from the array itself) and the tensor is indexed on
+    its own device. With ``sampler='torch'`` ``torch.randperm`` draws them
+    on the device of ``index`` from torch's RNG, without a host round trip.
     """
+    if sampler == 'torch':
+        position = torch.randperm(len(index), device=index.device)[:size]
+        return index[position]
     position = np.random.choice(len(index), size=size, replace=False)
     return index[torch.as_tensor(position, device=index.device)]
 
@@ -81,12 +96,20 @@ class ProposalTargetCreator:
         neg_iou_thresh_lo (float): A negative's IoU is at least this
             (py-faster-rcnn's ``BG_THRESH_LO`` is 0.1; this design's 0.0
             lets RoIs that touch no gt box be negatives too).
+        sampler (str): What draws the samples. ``'numpy'`` (default):
+            numpy's global RNG, the original design's samples under the
+            same seed. ``'torch'``: ``torch.randperm`` on the device of the
+            inputs, seeded by torch's RNG, with no host round trip; the
+            counts are the same and every sample comes from the same
+            candidates, but the samples differ from the original's.
     """
 
     def __init__(self, n_sample=128, pos_ratio=0.25, pos_iou_thresh=0.5,
-                 neg_iou_thresh_hi=0.5, neg_iou_thresh_lo=0.0):
+                 neg_iou_thresh_hi=0.5, neg_iou_thresh_lo=0.0,
+                 sampler='numpy'):
         if n_sample < 1:
             raise ValueError('n_sample must be positive, got {}'.format(n_sample))
+        _check_sampler(sampler)
         _check_thresh(pos_ratio=pos_ratio, pos_iou_thresh=pos_iou_thresh,
                       neg_iou_thresh_hi=neg_iou_thresh_hi,
                       neg_iou_thresh_lo=neg_iou_thresh_lo)
@@ -99,6 +122,7 @@ class ProposalTargetCreator:
         self.pos_iou_thresh = pos_iou_thresh
         self.neg_iou_thresh_hi = neg_iou_thresh_hi
         self.neg_iou_thresh_lo = neg_iou_thresh_lo
+        self.sampler = sampler
 
     @torch.no_grad()
     def __call__(self, roi, bbox, label,
@@ -147,13 +171,13 @@ class ProposalTargetCreator:
         pos_index = torch.where(max_iou >= self.pos_iou_thresh)[0]
         n_pos = int(min(pos_roi_per_image, len(pos_index)))
         if len(pos_index):
-            pos_index = _random_choice(pos_index, n_pos)
+            pos_index = _random_choice(pos_index, n_pos, self.sampler)
 
         neg_index = torch.where((max_iou < self.neg_iou_thresh_hi) &
                                 (max_iou >= self.neg_iou_thresh_lo))[0]
         n_neg = int(min(self.n_sample - n_pos, len(neg_index)))
         if len(neg_index):
-            neg_index = _random_choice(neg_index, n_neg)
+            neg_index = _random_choice(neg_index, n_neg, self.sampler)
 
         keep_index = torch.cat((pos_index, neg_index))
         sample_roi = roi[keep_index]
@@ -197,12 +221,20 @@ class AnchorTargetCreator:
             (py-faster-rcnn's ``allowed_border``, in this library's
             convention without its +1 widths). 0 (default): fully inside
             the image; None: every anchor, as torchvision does.
+        sampler (str): What draws the anchors dropped. ``'numpy'``
+            (default): numpy's global RNG, the original design's samples
+            under the same seed. ``'torch'``: ``torch.randperm`` on the
+            device of the inputs, seeded by torch's RNG, with no host round
+            trip; the counts are the same and every sample comes from the
+            same candidates, but the samples differ from the original's.
     """
 
     def __init__(self, n_sample=256, pos_iou_thresh=0.7, neg_iou_thresh=0.3,
-                 pos_ratio=0.5, clobber_positives=False, allowed_border=0):
+                 pos_ratio=0.5, clobber_positives=False, allowed_border=0,
+                 sampler='numpy'):
         if n_sample < 1:
             raise ValueError('n_sample must be positive, got {}'.format(n_sample))
+        _check_sampler(sampler)
         _check_thresh(pos_iou_thresh=pos_iou_thresh,
                       neg_iou_thresh=neg_iou_thresh, pos_ratio=pos_ratio)
         if neg_iou_thresh > pos_iou_thresh:
@@ -225,6 +257,7 @@ class AnchorTargetCreator:
         self.pos_ratio = pos_ratio
         self.clobber_positives = clobber_positives
         self.allowed_border = allowed_border
+        self.sampler = sampler
 
     @torch.no_grad()
     def __call__(self, bbox, anchor, img_size):
@@ -276,12 +309,14 @@ class AnchorTargetCreator:
         n_pos = int(self.pos_ratio * self.n_sample)
         pos_index = torch.where(label == 1)[0]
         if len(pos_index) > n_pos:
-            label[_random_choice(pos_index, len(pos_index) - n_pos)] = -1
+            label[_random_choice(pos_index, len(pos_index) - n_pos,
+                                 self.sampler)] = -1
 
         n_neg = self.n_sample - int((label == 1).sum())
         neg_index = torch.where(label == 0)[0]
         if len(neg_index) > n_neg:
-            label[_random_choice(neg_index, len(neg_index) - n_neg)] = -1
+            label[_random_choice(neg_index, len(neg_index) - n_neg,
+                                 self.sampler)] = -1
         return argmax_ious, label
 
 

@@ -1,0 +1,154 @@
+"""sampler='torch' in the target creators: torch.randperm on the device of
+the inputs instead of numpy's global RNG. The samples differ from the
+original's; the counts, the candidates and the offsets do not."""
+import numpy as np
+import pytest
+import torch
+
+from model.utils import creator_tool
+from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
+from test_creator_tool import make_case, make_rois
+
+SEEDS = range(20)
+
+
+def anchor_case(seed, device):
+    _, img_size, anchor, bbox, _ = make_case(seed)
+    return (torch.from_numpy(bbox).to(device),
+            torch.from_numpy(anchor).to(device), img_size)
+
+
+def proposal_case(seed, device):
+    rng, img_size, _, bbox, label = make_case(seed)
+    roi = make_rois(rng, img_size, bbox)
+    return [torch.from_numpy(a).to(device) for a in (roi, bbox, label)]
+
+
+@pytest.fixture
+def draws(monkeypatch):
+    """Records every (candidates, size, sampler, drawn) of _random_choice."""
+    record = []
+    random_choice = creator_tool._random_choice
+
+    def spy(index, size, sampler='numpy'):
+        drawn = random_choice(index, size, sampler)
+        record.append((index, size, sampler, drawn))
+        return drawn
+
+    monkeypatch.setattr(creator_tool, '_random_choice', spy)
+    return record
+
+
+def assert_drawn_from_candidates(draws, device):
+    for index, size, sampler, drawn in draws:
+        assert sampler == 'torch'
+        assert drawn.device == device
+        assert len(drawn) == size
+        assert len(torch.unique(drawn)) == size  # without replacement
+        assert torch.isin(drawn, index).all()
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+def test_anchor_target_counts_and_candidates(seed, device, draws):
+    bbox, anchor, img_size = anchor_case(seed, device)
+    np_loc, np_label = AnchorTargetCreator()(bbox, anchor, img_size)
+    draws.clear()
+    loc, label = AnchorTargetCreator(sampler='torch')(bbox, anchor, img_size)
+    assert label.device == device and label.dtype == torch.int32
+    assert int((label == 1).sum()) == int((np_label == 1).sum())
+    assert int((label == 0).sum()) == int((np_label == 0).sum())
+    # the candidates: every label before any is dropped
+    everything = AnchorTargetCreator(n_sample=10 ** 7)(bbox, anchor, img_size)[1]
+    assert ((label == 1) <= (everything == 1)).all()
+    assert ((label == 0) <= (everything == 0)).all()
+    torch.testing.assert_close(loc, np_loc, rtol=0, atol=0)
+    # a draw exactly when some candidates are dropped
+    dropped = bool(((label == -1) & (everything >= 0)).any())
+    assert bool(draws) == dropped
+    assert_drawn_from_candidates(draws, device)
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+def test_proposal_target_counts_and_candidates(seed, device, draws):
+    roi, bbox, label = proposal_case(seed, device)
+    _, _, np_roi_label = ProposalTargetCreator()(roi, bbox, label)
+    draws.clear()
+    sample_roi, gt_roi_loc, gt_roi_label = ProposalTargetCreator(
+        sampler='torch')(roi, bbox, label)
+    assert sample_roi.device == device and gt_roi_label.device == device
+    assert len(gt_roi_label) == len(np_roi_label)
+    assert int((gt_roi_label > 0).sum()) == int((np_roi_label > 0).sum())
+    assert int((gt_roi_label == 0).sum()) == int((np_roi_label == 0).sum())
+    # positives first, as with numpy
+    n_pos = int((gt_roi_label > 0).sum())
+    assert (gt_roi_label[:n_pos] > 0).all()
+    # every sample is a proposal or a gt box
+    all_roi = torch.cat((roi, bbox))
+    assert (sample_roi[:, None] == all_roi[None]).all(dim=2).any(dim=1).all()
+    assert draws
+    assert_drawn_from_candidates(draws, device)
+
+
+def test_candidates_by_hand(device):
+    """Three positives and five negatives, two and one of them kept: the
+    torch draws pick among exactly those."""
+    creator = ProposalTargetCreator(n_sample=3, pos_ratio=0.5,
+                                    sampler='torch')
+    bbox = torch.tensor([[0., 0., 10., 10.]], device=device)
+    near = torch.tensor([[0., 0., 10., 9.], [0., 0., 9., 10.]], device=device)
+    far = torch.tensor([[20., 20., 30., 30.]], device=device) \
+        + torch.arange(5., device=device)[:, None]
+    roi = torch.cat((near, far))
+    label = torch.tensor([4], device=device)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        sample_roi, _, gt_roi_label = creator(roi, bbox, label)
+        assert gt_roi_label.tolist() == [5, 5, 0]
+        candidates = torch.cat((near, bbox))
+        assert (sample_roi[:2, None] == candidates[None]).all(2).any(1).all()
+        assert not torch.equal(sample_roi[0], sample_roi[1])
+        assert (sample_roi[2:, None] == far[None]).all(2).any(1).all()
+
+
+def test_same_torch_seed_gives_the_same_samples(device):
+    bbox, anchor, img_size = anchor_case(0, device)
+    roi, gt_bbox, gt_label = proposal_case(0, device)
+    anchor_creator = AnchorTargetCreator(sampler='torch')
+    proposal_creator = ProposalTargetCreator(sampler='torch')
+    outputs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        outputs.append((anchor_creator(bbox, anchor, img_size)[1],
+                        proposal_creator(roi, gt_bbox, gt_label)[0]))
+    (label_a, roi_a), (label_b, roi_b), (label_c, roi_c) = outputs
+    assert torch.equal(label_a, label_b) and torch.equal(roi_a, roi_b)
+    assert not torch.equal(label_a, label_c)
+    assert not torch.equal(roi_a, roi_c)
+
+
+def test_torch_draw_leaves_numpys_rng_alone(device):
+    bbox, anchor, img_size = anchor_case(0, device)
+    roi, gt_bbox, gt_label = proposal_case(0, device)
+    np.random.seed(3)
+    before = np.random.get_state()
+    AnchorTargetCreator(sampler='torch')(bbox, anchor, img_size)
+    ProposalTargetCreator(sampler='torch')(roi, gt_bbox, gt_label)
+    after = np.random.get_state()
+    assert before[0] == after[0] and before[2:] == after[2:]
+    np.testing.assert_array_equal(before[1], after[1])
+    # while a numpy draw does move it
+    AnchorTargetCreator()(bbox, anchor, img_size)
+    assert not np.array_equal(np.random.get_state()[1], before[1])
+
+
+def test_default_is_numpy():
+    assert AnchorTargetCreator().sampler == 'numpy'
+    assert ProposalTargetCreator().sampler == 'numpy'
+
+
+@pytest.mark.parametrize('make', [AnchorTargetCreator, ProposalTargetCreator])
+@pytest.mark.parametrize('sampler', ['Torch', 'np', 'cuda', None, 0])
+def test_bad_sampler_is_a_value_error(make, sampler):
+    with pytest.raises(ValueError, match="sampler must be one of 'numpy', "
+                                         "'torch', got"):
+        make(sampler=sampler)
