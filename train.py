@@ -7,6 +7,9 @@ use), so that the whole pipeline runs on a CPU machine without VOC.
 ``--coco-train-img``, ``--coco-test-ann``, ``--coco-test-img``), and
 ``--metric`` chooses the test metric (voc07, voc or coco).
 """
+import contextlib
+import functools
+import io
 import os
 import random
 import signal
@@ -17,15 +20,19 @@ import matplotlib
 import numpy as np
 import torch
 from torch.utils import data as data_
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from data.dataset import Dataset, TestDataset, inverse_normalize
+from data.sampler import (AspectRatioBatchSampler, collate_detection,
+                          collate_test, eval_batches, orientation_groups)
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from data.voc_dataset import VOC_BBOX_LABEL_NAMES
 from model import build_model
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
+from utils import distributed
 from utils.coco_eval import eval_detection_coco
 from utils.config import UsageError, opt
 from utils.eval_tool import eval_detection_voc
@@ -42,25 +49,36 @@ def eval(dataloader, faster_rcnn, test_num=10000, metric='voc07'):
     """The ``metric`` of ``faster_rcnn`` on a :class:`TestDataset` loader
     (see :func:`score_detections`): VOC07 11-point AP by default.
 
+    The loader's batches may hold several images (see
+    :func:`data.sampler.collate_test`; torch's default collate of a batch
+    of one works too) and must not shuffle. Under torch.distributed each
+    process evaluates the images its loader gives it (see
+    :func:`data.sampler.eval_batches`), the results are gathered, and every
+    process returns the mAP of all of them: the one a single process
+    evaluating them all gets.
+
     Returns:
         dict: 'ap' (L,) per class and 'map', as :func:`score_detections`.
     """
-    pred_bboxes, pred_labels, pred_scores = [], [], []
-    gt_bboxes, gt_labels, gt_difficults = [], [], []
-    for ii, (imgs, sizes, gt_bboxes_, gt_labels_, gt_difficults_) in tqdm(
-            enumerate(dataloader), total=min(len(dataloader), test_num),
-            desc='eval', leave=False):
-        if ii == test_num:
-            break
-        sizes = [int(sizes[0][0]), int(sizes[1][0])]
-        pred_bboxes_, pred_labels_, pred_scores_ = faster_rcnn.predict(
-            imgs, [sizes])
-        gt_bboxes += list(gt_bboxes_.numpy())
-        gt_labels += list(gt_labels_.numpy())
-        gt_difficults += list(gt_difficults_.numpy())
-        pred_bboxes += pred_bboxes_
-        pred_labels += pred_labels_
-        pred_scores += pred_scores_
+    order = [i for batch in dataloader.batch_sampler for i in batch]
+    order = iter(order[:test_num])
+    results = {}  # dataset index -> (pred bbox, label, score, gt ...)
+    for batch in tqdm(dataloader, desc='eval', leave=False,
+                      disable=not distributed.is_main()):
+        _check_stop()
+        imgs, sizes, gt_bboxes, gt_labels, gt_difficults = _test_lists(batch)
+        imgs = imgs[:test_num - len(results)]
+        if not imgs:
+            continue
+        for result in zip(*faster_rcnn.predict(imgs, sizes), gt_bboxes,
+                          gt_labels, gt_difficults):
+            results[next(order)] = result
+    results = {index: result
+               for part in distributed.all_gather_object(results)
+               for index, result in part.items()}
+    pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels, \
+        gt_difficults = (list(column) for column in zip(
+            *(results[i] for i in sorted(results)))) if results else [[]] * 6
     return score_detections(metric, pred_bboxes, pred_labels, pred_scores,
                             gt_bboxes, gt_labels, gt_difficults)
 
@@ -116,14 +134,50 @@ def coco_label_names(train_db, test_db):
     return tuple(train_db.label_names)
 
 
+def _test_lists(batch):
+    """A test batch as lists of images, original (H, W) sizes, boxes,
+    labels and difficult flags: from :func:`data.sampler.collate_test`, or
+    from torch's default collate (a loader of batch size 1, as the
+    original design built it)."""
+    imgs, sizes, bboxes, labels, difficults = batch
+    if isinstance(imgs, torch.Tensor):
+        sizes = list(zip(*(size.tolist() for size in sizes)))
+        return (list(imgs), sizes, list(bboxes.numpy()),
+                list(labels.numpy()), list(difficults.numpy()))
+    return batch
+
+
 def _seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
+class _Stop(Exception):
+    """A stop asked for by SIGINT or SIGTERM and agreed by every process."""
+
+
+# Signals received this run: the first asks to stop at the next step (all
+# processes together, so that rank 0 can save a consistent checkpoint);
+# a second stops at once.
+_signals = []
+
+
+def _on_signal(signum, frame):
+    _signals.append(signum)
+    if len(_signals) > 1:
+        raise KeyboardInterrupt
+    if distributed.is_main():
+        tqdm.write('{} received: stopping after this step (send it again '
+                   'to stop at once)'.format(signal.Signals(signum).name))
+
+
+def _check_stop():
+    """Raises _Stop if any process received a stop signal; under
+    torch.distributed a collective, called by every process at the same
+    steps."""
+    if distributed.any_rank(_signals):
+        raise _Stop
 
 
 def end_of_epoch(epoch, eval_map, best_map, has_best, lr_decay_epoch):
@@ -209,14 +263,16 @@ def save_predictions_png(faster_rcnn, testset, label_names, path, n=4):
     return path
 
 
-def _plot(trainer, img, bbox_, label_, label_names):
-    """Losses, gt and predicted boxes, and the confusion matrices to visdom."""
+def _plot(trainer, imgs, bboxes_, labels_, img_sizes, label_names):
+    """Losses, the first image's gt and predicted boxes, and the confusion
+    matrices to visdom."""
     vis = trainer.vis
     vis.plot_many(trainer.get_meter_data())
-    ori_img_ = inverse_normalize(at.tonumpy(img[0]),
+    h, w = (int(v) for v in img_sizes[0])
+    ori_img_ = inverse_normalize(at.tonumpy(imgs[0, :, :h, :w]),
                                  caffe_pretrain=trainer.faster_rcnn.caffe_pretrain)
-    vis.img('gt_img', visdom_bbox(ori_img_, at.tonumpy(bbox_[0]),
-                                  at.tonumpy(label_[0]),
+    vis.img('gt_img', visdom_bbox(ori_img_, at.tonumpy(bboxes_[0]),
+                                  at.tonumpy(labels_[0]),
                                   label_names=label_names))
     _bboxes, _labels, _scores = trainer.faster_rcnn.predict([ori_img_],
                                                             visualize=True)
@@ -234,7 +290,9 @@ def train(**kwargs):
     opt.__dict__.clear()  # back to the class defaults, whatever ran before
     if kwargs.get('data') == 'toy':
         kwargs = {**TOY_PRESET, **kwargs}
-    opt._parse(kwargs)
+    with contextlib.redirect_stdout(
+            sys.stdout if distributed.env_rank() == 0 else io.StringIO()):
+        opt._parse(kwargs)  # prints the options: once under torchrun
     if opt.data not in ('voc', 'toy', 'coco'):
         raise UsageError("--data must be 'voc', 'toy' or 'coco', got "
                          "{!r}".format(opt.data))
@@ -245,16 +303,20 @@ def train(**kwargs):
         raise UsageError('--label-names is for VOC-layout data; with '
                          '--data=coco the categories of the annotation '
                          'files name the classes')
+    check_batch_options(opt)
     anchor_target_creator, proposal_target_creator = target_creators(
         opt._state_dict())
+    device = distributed.init(opt.device)
+    main = distributed.is_main()
     if opt.seed is not None:
-        _seed(opt.seed)
-    device = torch.device(opt.device or
-                          ('cuda' if torch.cuda.is_available() else 'cpu'))
+        # numpy's draws (the creators' samples, the flips) differ by process
+        _seed(opt.seed + distributed.rank())
     label_names = _label_names(opt.data, opt.label_names)
-    if opt.data == 'toy' and not os.path.isdir(opt.voc_data_dir):
+    if (main and opt.data == 'toy' and
+            not os.path.isdir(opt.voc_data_dir)):
         print('writing the toy dataset to {}'.format(opt.voc_data_dir))
         generate_voc(opt.voc_data_dir, label_names=label_names)
+    distributed.barrier()
 
     dataloader, testset, test_dataloader = _loaders(opt, label_names)
     if opt.data == 'coco':
@@ -267,7 +329,7 @@ def train(**kwargs):
             else pretrained)
     except ValueError as err:  # e.g. an unknown --backbone or --roi-op
         raise UsageError(str(err)) from None
-    vis = Visualizer(env=opt.env, port=opt.port)
+    vis = Visualizer(env=opt.env, port=opt.port) if main else None
     trainer = FasterRCNNTrainer(
         faster_rcnn, rpn_sigma=opt.rpn_sigma, roi_sigma=opt.roi_sigma,
         lr=opt.lr, weight_decay=opt.weight_decay, use_adam=opt.use_adam,
@@ -275,42 +337,60 @@ def train(**kwargs):
         proposal_target_creator=proposal_target_creator,
         vis=vis, config=opt._state_dict(),
         label_names=label_names).to(device)
-    os.makedirs(opt.out_dir, exist_ok=True)
+    if main:
+        os.makedirs(opt.out_dir, exist_ok=True)
 
     start_epoch, best_map, best_path = 0, 0., None
     if opt.resume:
         info = _load(trainer, opt.resume, resume=True)
         start_epoch, best_map = info['epoch'], info['best_map']
         best_path = info.get('best_path')
-        print('resumed from {} at epoch {} (lr {}, best map {:.4f})'.format(
-            opt.resume, start_epoch, _lr(trainer), best_map))
+        if distributed.world_size() > 1:
+            # The checkpoint holds rank 0's random states: each process
+            # goes on from its own seed, drawn from them.
+            _seed(np.random.randint(2 ** 31 - 1 - distributed.world_size())
+                  + distributed.rank())
+        if main:
+            print('resumed from {} at epoch {} (lr {}, best map {:.4f})'
+                  .format(opt.resume, start_epoch, _lr(trainer), best_map))
     elif opt.load_path:
         _load(trainer, opt.load_path, load_optimizer=False)
-    vis.text(list(label_names), win='labels')
+    if distributed.world_size() > 1:
+        trainer.wrap_ddp(device_ids=[device.index] if device.type == 'cuda'
+                         else None)
+    if main:
+        vis.text(list(label_names), win='labels')
 
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    del _signals[:]
+    handlers = {signum: signal.signal(signum, _on_signal)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     last_path = os.path.join(opt.out_dir, 'last.pth')
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, opt.epoch):
             trainer.reset_meters()
-            for ii, (img, bbox_, label_, scale) in tqdm(
+            _set_epoch(dataloader, epoch)
+            for ii, (imgs, bboxes_, labels_, scales, img_sizes) in tqdm(
                     enumerate(dataloader), total=len(dataloader),
-                    desc='epoch {}'.format(epoch)):
-                img = img.to(device).float()
-                bbox, label = bbox_.to(device), label_.to(device)
-                trainer.train_step(img, bbox, label, at.scalar(scale))
-                if (ii + 1) % opt.plot_every == 0 and vis.connected:
-                    _plot(trainer, img, bbox_, label_, label_names)
+                    desc='epoch {}'.format(epoch), disable=not main):
+                _check_stop()
+                imgs = imgs.to(device).float()
+                bboxes = [bbox.to(device) for bbox in bboxes_]
+                labels = [label.to(device) for label in labels_]
+                trainer.train_step(imgs, bboxes, labels, scales, img_sizes)
+                if main and (ii + 1) % opt.plot_every == 0 and vis.connected:
+                    _plot(trainer, imgs, bboxes_, labels_, img_sizes,
+                          label_names)
 
             eval_result = eval(test_dataloader, faster_rcnn,
                                test_num=opt.test_num, metric=opt.metric)
-            vis.plot('test_map', eval_result['map'])
             log_info = 'epoch {}: lr {:.2e}, map {:.4f}, loss {}'.format(
                 epoch, _lr(trainer), eval_result['map'], {
                     k: round(v, 4) for k, v in trainer.get_meter_data().items()})
-            vis.log(log_info)
-            tqdm.write(log_info)
+            if main:
+                vis.plot('test_map', eval_result['map'])
+                vis.log(log_info)
+                tqdm.write(log_info)
             is_best, decay = end_of_epoch(
                 epoch, eval_result['map'], best_map, best_path is not None,
                 opt.lr_decay_epoch)
@@ -320,35 +400,67 @@ def train(**kwargs):
                     save_path=os.path.join(opt.out_dir, 'best.pth'),
                     epoch=epoch + 1, best_map=best_map)
             if decay:
+                distributed.barrier()  # rank 0 has written best.pth
                 trainer.load(best_path, load_optimizer=True)
                 trainer.faster_rcnn.scale_lr(opt.lr_decay)
             trainer.save(save_optimizer=True, save_path=last_path,
                          epoch=epoch + 1, best_map=best_map,
                          best_path=best_path)
-    except KeyboardInterrupt:
+    except (_Stop, KeyboardInterrupt) as err:
+        for signum in handlers:  # let nothing cut the saving short
+            signal.signal(signum, signal.SIG_IGN)
         path = trainer.save(save_optimizer=True, save_path=os.path.join(
             opt.out_dir, 'interrupted.pth'), epoch=epoch, best_map=best_map,
             best_path=best_path)
-        raise SystemExit('interrupted in epoch {}; continue with '
-                         '--resume={}'.format(epoch, path))
+        if isinstance(err, _Stop):
+            distributed.barrier()  # no process leaves before rank 0 saved
+        _exit('interrupted in epoch {}; continue with --resume={}'.format(
+            epoch, path))
     except FloatingPointError as err:
-        raise SystemExit('training stopped: {} (epoch {}); the last good '
-                         'checkpoint is {}'.format(err, epoch, (
-                             last_path if os.path.exists(last_path)
-                             else best_path)))
+        _exit('training stopped: {} (epoch {}); the last good checkpoint is '
+              '{}'.format(err, epoch, (last_path if os.path.exists(last_path)
+                                        else best_path)))
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
-    trainer.load(best_path, load_optimizer=False)
-    png = save_predictions_png(faster_rcnn, testset, label_names,
-                               os.path.join(opt.out_dir, 'predictions.png'))
-    print('best map {:.4f}; checkpoint {}; predictions drawn in {}'.format(
-        best_map, best_path, png))
+    if main:
+        trainer.load(best_path, load_optimizer=False)
+        png = save_predictions_png(
+            faster_rcnn, testset, label_names,
+            os.path.join(opt.out_dir, 'predictions.png'))
+        print('best map {:.4f}; checkpoint {}; predictions drawn in {}'
+              .format(best_map, best_path, png))
     return best_map
+
+
+def check_batch_options(opt):
+    """Raises UsageError unless the batch sizes and padding multiple are
+    whole numbers >= 1."""
+    for name in ('batch_size', 'test_batch_size', 'size_divisible'):
+        value = getattr(opt, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError('--{} must be a whole number >= 1, got {!r}'
+                             .format(name.replace('_', '-'), value))
+
+
+def _exit(message):
+    """Exits with status 1: rank 0 says why, the other processes quietly."""
+    raise SystemExit(message if distributed.is_main() else 1)
+
+
+def _set_epoch(dataloader, epoch):
+    """Tells a distributed sampler the epoch, which seeds its shuffle."""
+    for sampler in (dataloader.sampler, dataloader.batch_sampler):
+        if hasattr(sampler, 'set_epoch'):
+            sampler.set_epoch(epoch)
 
 
 def target_creators(config):
     """The trainer's target creators, with the rules the options choose:
     py-faster-rcnn's ``clobber_positives``, ``allowed_border`` and
-    ``neg_iou_thresh_lo`` (the defaults are this design's rules).
+    ``neg_iou_thresh_lo`` (the defaults are this design's rules), and the
+    ``sampler`` that draws their samples.
 
     Args:
         config (dict): Options as ``opt._state_dict()`` gives them.
@@ -362,9 +474,11 @@ def target_creators(config):
     try:
         return (AnchorTargetCreator(
                     clobber_positives=config['clobber_positives'],
-                    allowed_border=config['allowed_border']),
+                    allowed_border=config['allowed_border'],
+                    sampler=config['sampler']),
                 ProposalTargetCreator(
-                    neg_iou_thresh_lo=config['neg_iou_thresh_lo']))
+                    neg_iou_thresh_lo=config['neg_iou_thresh_lo'],
+                    sampler=config['sampler']))
     except ValueError as err:
         raise UsageError(str(err)) from None
 
@@ -372,18 +486,53 @@ def target_creators(config):
 def _loaders(opt, label_names):
     """The training loader, the test set and its loader.
 
+    One process shuffles the whole training set; under torchrun each
+    process takes its share through a DistributedSampler. Batches of more
+    than one image hold images of one orientation, their sizes read from
+    the annotations. Each process evaluates its share of the test set (see
+    :func:`data.sampler.eval_batches`), in batches of images of one size
+    where it can.
+
     A dataset that cannot be read is a command-line mistake (UsageError),
     reported before any training.
     """
     try:
         dataset = Dataset(opt, label_names=label_names)
         testset = TestDataset(opt, label_names=label_names)
-    except (FileNotFoundError, ValueError) as err:
+        n_test = min(len(testset), opt.test_num)
+        train_sizes = ([dataset.db.get_size(i) for i in range(len(dataset))]
+                       if opt.batch_size > 1 else None)
+        test_sizes = ([testset.db.get_size(i) for i in range(n_test)]
+                      if opt.test_batch_size > 1 else None)
+    except (OSError, ValueError) as err:
         raise UsageError(str(err)) from None
-    dataloader = data_.DataLoader(dataset, batch_size=1, shuffle=True,
-                                  num_workers=opt.num_workers)
-    test_dataloader = data_.DataLoader(testset, batch_size=1, shuffle=False,
-                                       num_workers=opt.test_num_workers)
+    rank, world_size = distributed.rank(), distributed.world_size()
+    if len(dataset) < world_size:
+        raise UsageError(
+            'the training set has {} images, fewer than the {} processes '
+            'that would share it: start fewer (torchrun --nproc_per_node) '
+            'or train on more images'.format(len(dataset), world_size))
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, shuffle=True,
+                                     seed=opt.seed or 0)
+    else:
+        sampler = data_.RandomSampler(dataset)
+    collate = functools.partial(collate_detection,
+                                size_divisible=opt.size_divisible)
+    if opt.batch_size > 1:
+        batch_sampler = AspectRatioBatchSampler(
+            sampler, orientation_groups(train_sizes), opt.batch_size)
+        dataloader = data_.DataLoader(
+            dataset, batch_sampler=batch_sampler, collate_fn=collate,
+            num_workers=opt.num_workers)
+    else:
+        dataloader = data_.DataLoader(
+            dataset, batch_size=1, sampler=sampler, collate_fn=collate,
+            num_workers=opt.num_workers)
+    test_dataloader = data_.DataLoader(
+        testset, batch_sampler=eval_batches(
+            n_test, opt.test_batch_size, rank, world_size, test_sizes),
+        collate_fn=collate_test, num_workers=opt.test_num_workers)
     return dataloader, testset, test_dataloader
 
 
@@ -403,13 +552,17 @@ def _lr(trainer):
 
 
 def main(argv=None):
-    """The command line: a mistake in it is one line and exit status 2; a
-    crash inside training keeps its traceback."""
+    """The command line: a mistake in it is one line and exit status 2 (said
+    once under torchrun, by rank 0); a crash inside training keeps its
+    traceback."""
     try:
         fire.Fire(command=argv)
     except UsageError as err:
-        print('train.py: error: {}'.format(err), file=sys.stderr)
+        if distributed.env_rank() == 0:
+            print('train.py: error: {}'.format(err), file=sys.stderr)
         sys.exit(2)
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == '__main__':

@@ -11,12 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torchnet.meter import AverageValueMeter, ConfusionMeter
 
 from model.faster_rcnn import check_head_output, check_img_sizes, check_stride
 from model.region_proposal_network import per_image, shared_or_each
 from model.utils.checkpoint import model_state_dict, read_checkpoint
-from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
+from model.utils.creator_tool import (AnchorTargetCreator, ProposalTargetCreator,
+                                      check_sampler)
+from utils import distributed
 
 LossTuple = namedtuple('LossTuple', ['rpn_loc_loss', 'rpn_cls_loss',
                                      'roi_loc_loss', 'roi_cls_loss',
@@ -48,20 +51,25 @@ class FasterRCNNTrainer(nn.Module):
         config (dict): Optional settings saved with the checkpoints.
         label_names (sequence of str): Optional class names saved with the
             checkpoints, so that :func:`model.load_detector` knows them.
+        sampler (str): The sampler of the creators built here (see
+            :class:`AnchorTargetCreator`): ``'numpy'`` (default, the
+            original's samples) or ``'torch'`` (on the device, different
+            samples). Creators handed in keep their own.
     """
 
     def __init__(self, faster_rcnn, rpn_sigma=3., roi_sigma=1., lr=1e-3,
                  weight_decay=5e-4, use_adam=False, anchor_target_creator=None,
                  proposal_target_creator=None, vis=None, config=None,
-                 label_names=None):
+                 label_names=None, sampler='numpy'):
         super().__init__()
+        check_sampler(sampler)
         self.faster_rcnn = faster_rcnn
         self.rpn_sigma = rpn_sigma
         self.roi_sigma = roi_sigma
         self.anchor_target_creator = (anchor_target_creator or
-                                      AnchorTargetCreator())
+                                      AnchorTargetCreator(sampler=sampler))
         self.proposal_target_creator = (proposal_target_creator or
-                                        ProposalTargetCreator())
+                                        ProposalTargetCreator(sampler=sampler))
         self.loc_normalize_mean = faster_rcnn.loc_normalize_mean
         self.loc_normalize_std = faster_rcnn.loc_normalize_std
         self.optimizer = faster_rcnn.get_optimizer(
@@ -70,6 +78,7 @@ class FasterRCNNTrainer(nn.Module):
         self.config = config or {}
         self.label_names = label_names
         self.n_step = 0
+        self._ddp = None  # see wrap_ddp
 
         self.rpn_cm = ConfusionMeter(2)
         self.roi_cm = ConfusionMeter(faster_rcnn.n_class)
@@ -194,38 +203,68 @@ class FasterRCNNTrainer(nn.Module):
             zero = roi_score.sum() * 0.
             return [rpn_loc_loss, rpn_cls_loss, zero, zero]
         roi_cls_loc = roi_cls_loc.view(n_sample, -1, 4)
-        roi_loc = roi_cls_loc[torch.arange(n_sample, device=roi_cls_loc.device),
-                              gt_roi_label]
+        roi_loc = roi_cls_loc[
+            torch.arange(n_sample, device=roi_cls_loc.device), gt_roi_label]
         roi_loc_loss = _fast_rcnn_loc_loss(roi_loc.contiguous(), gt_roi_loc,
                                            gt_roi_label, self.roi_sigma)
         roi_cls_loss = F.cross_entropy(roi_score, gt_roi_label)
         self.roi_cm.add(roi_score.detach(), gt_roi_label)
         return [rpn_loc_loss, rpn_cls_loss, roi_loc_loss, roi_cls_loss]
 
-    def train_step(self, imgs, bboxes, labels, scale):
-        """One SGD step on one image.
+    def train_step(self, imgs, bboxes, labels, scale, img_sizes=None):
+        """One SGD step on a batch (arguments as :meth:`forward`).
+
+        After :meth:`wrap_ddp` the forward goes through
+        DistributedDataParallel, which averages the gradients over the
+        processes: a step of K processes on N images each is a step on the
+        mean loss of the K N images.
 
         Returns:
             LossTuple of the step.
 
         Raises:
-            FloatingPointError: if a loss is not finite; the weights are left
-                as they were before the step.
+            FloatingPointError: if a loss is not finite (in any process,
+                under torch.distributed: then every process raises); the
+                weights are left as they were before the step.
         """
         self.optimizer.zero_grad()
-        losses = self.forward(imgs, bboxes, labels, scale)
+        forward = self.forward if self._ddp is None else self._ddp
+        losses = forward(imgs, bboxes, labels, scale, img_sizes)
         self.n_step += 1
-        if not torch.isfinite(losses.total_loss):
-            raise FloatingPointError(
-                'non-finite loss at step {}: {}'.format(self.n_step, {
+        finite = bool(torch.isfinite(losses.total_loss))
+        if distributed.any_rank(not finite):
+            raise FloatingPointError('non-finite loss at step {}{}: {}'.format(
+                self.n_step, '' if not finite else
+                ' in another process (this one\'s losses are finite)', {
                     k: v.item() for k, v in losses._asdict().items()}))
         losses.total_loss.backward()
         self.optimizer.step()
         self.update_meters(losses)
         return losses
 
+    def wrap_ddp(self, **kwargs):
+        """Wraps this trainer in DistributedDataParallel for
+        :meth:`train_step`, in a process group already initialised.
+
+        The trainer, not the model, is wrapped: its forward makes the
+        losses. Checkpoints keep the model's own state dict.
+
+        Args:
+            **kwargs: DistributedDataParallel's, e.g. ``device_ids``.
+
+        Returns:
+            DistributedDataParallel: the wrapper.
+        """
+        ddp = DistributedDataParallel(self, **kwargs)
+        # Outside the module tree: the wrapper holds this trainer.
+        self.__dict__['_ddp'] = ddp
+        return ddp
+
     def save(self, save_optimizer=False, save_path=None, **kwargs):
         """Saves the model, settings, RNG states and ``kwargs``.
+
+        Under torch.distributed only rank 0 writes; every process gets the
+        path. The RNG states saved are rank 0's.
 
         Args:
             save_optimizer (bool): Also save the optimizer's state.
@@ -249,6 +288,8 @@ class FasterRCNNTrainer(nn.Module):
             save_path = 'checkpoints/fasterrcnn_%s' % time.strftime('%m%d%H%M')
             for value in kwargs.values():
                 save_path += '_%s' % value
+        if not distributed.is_main():
+            return save_path
         save_dir = os.path.dirname(save_path)
         if save_dir:
             os.makedirs(save_dir, exist_ok=True)

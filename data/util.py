@@ -48,6 +48,26 @@ def read_image(path, dtype=np.float32, color=True):
     return img.transpose((2, 0, 1))
 
 
+def read_image_size(path):
+    """The ``(H, W)`` of an image file, from its header (no decoding).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        OSError: if ``path`` cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as f:
+            w, h = f.size
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            'image file {} does not exist'.format(path)) from err
+    except OSError as err:
+        raise OSError(
+            'cannot read image file {}: expected an image PIL can '
+            'decode (JPEG, PNG, ...)'.format(path)) from err
+    return h, w
+
+
 def _pixels(f, color, dtype):
     """The pixels of an open PIL image in [0, 255], (H, W, 3) or (H, W).
 

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from data.util import read_image
+from data.util import read_image, read_image_size
 
 VOC_BBOX_LABEL_NAMES = (
     'aeroplane',
@@ -116,6 +116,44 @@ class VOCBboxDataset:
         return img, bbox, label, difficult
 
     __getitem__ = get_example
+
+    def get_size(self, i):
+        """The ``(H, W)`` of the i-th image, from its annotation's
+        ``<size>``.
+
+        Decodes no image, so that a sampler can group images by aspect
+        ratio cheaply; an annotation without ``<size>`` falls back to the
+        image file's header.
+
+        Args:
+            i (int): The index of the example.
+
+        Returns:
+            tuple of two ints: the height and width in pixels.
+
+        Raises:
+            ValueError: if ``<size>`` is malformed.
+            FileNotFoundError, OSError: if the fallback cannot read the
+                image's header.
+        """
+        id_ = self.ids[i]
+        anno_file = os.path.join(self.data_dir, 'Annotations', id_ + '.xml')
+        try:
+            size = ET.parse(anno_file).find('size')
+        except ET.ParseError as err:
+            raise ValueError('annotation file {} is not valid XML: {}'.format(
+                anno_file, err)) from err
+        if size is None or size.find('height') is None or size.find(
+                'width') is None:
+            return read_image_size(
+                os.path.join(self.data_dir, 'JPEGImages', id_ + '.jpg'))
+        h, w = (_read_number(anno_file, size, tag) for tag in ('height',
+                                                               'width'))
+        if h < 1 or w < 1 or h != int(h) or w != int(w):
+            raise ValueError('annotation file {}: <size> must give a whole '
+                             'positive height and width, got {} x {}'.format(
+                                 anno_file, h, w))
+        return int(h), int(w)
 
     def _read_annotation(self, anno_file):
         """Reads the boxes, labels and difficult flags of one XML file."""

@@ -202,7 +202,8 @@ def test_an_image_without_boxes_inside_a_batch():
     imgs = torch.stack([image(0), image(1)])
     trainer = FasterRCNNTrainer(tiny_model())
     np.random.seed(0)
-    empty_box, empty_label = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int32)
+    empty_box = torch.zeros(0, 4)
+    empty_label = torch.zeros(0, dtype=torch.int32)
     losses = trainer(imgs, [empty_box, BBOX_B], [empty_label, LABEL_B], 1.)
     assert all(torch.isfinite(v) for v in losses)
     # the empty image has no positives: its loc losses are 0, so the

@@ -66,6 +66,9 @@ class Config:
     use_drop = False  # use dropout in the RoI head's fully connected layers
     seed = None  # int: seed python's random, numpy and torch; None: do not seed
     device = None  # torch device to train on; None: CUDA when available, else CPU
+    batch_size = 1  # training images per step (per process under torchrun), padded to the batch's largest; each image's losses are averaged, so scale --lr with it (linear rule: N times the lr for N images)
+    test_batch_size = 1  # evaluation images per predict call (per process under torchrun)
+    size_divisible = 1  # pad a training batch's height and width up to a multiple of this (1: to the largest image, so a batch of one is not padded)
 
     # debug
     debug_file = '/tmp/debugf'  # kept from the original (it entered a debugger while this file existed); nothing reads it
@@ -87,6 +90,7 @@ class Config:
     clobber_positives = False  # py-faster-rcnn's RPN_CLOBBER_POSITIVES: label RPN negatives after positives, so a gt box's best anchor below 0.3 IoU ends negative
     allowed_border = 0  # label the anchors reaching at most this many pixels outside the image (py-faster-rcnn's allowed_border); None: every anchor (torchvision)
     neg_iou_thresh_lo = 0.  # lower IoU bound of the head's negative RoIs (py-faster-rcnn's BG_THRESH_LO is 0.1)
+    sampler = 'numpy'  # what draws the anchors' and RoIs' samples: 'numpy' (numpy's global RNG, the original's samples) or 'torch' (torch.randperm on the device, no host round trip; different samples)
 
     def _parse(self, kwargs):
         """Set options and print the resulting configuration.
