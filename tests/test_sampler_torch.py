@@ -152,3 +152,63 @@ def test_bad_sampler_is_a_value_error(make, sampler):
     with pytest.raises(ValueError, match="sampler must be one of 'numpy', "
                                          "'torch', got"):
         make(sampler=sampler)
+
+
+# --------------------------------------------- the trainer and train.py
+
+def test_trainer_builds_its_creators_with_the_sampler(make_tiny_faster_rcnn):
+    from trainer import FasterRCNNTrainer
+    model = make_tiny_faster_rcnn()
+    trainer = FasterRCNNTrainer(model)
+    assert trainer.anchor_target_creator.sampler == 'numpy'
+    assert trainer.proposal_target_creator.sampler == 'numpy'
+    trainer = FasterRCNNTrainer(model, sampler='torch')
+    assert trainer.anchor_target_creator.sampler == 'torch'
+    assert trainer.proposal_target_creator.sampler == 'torch'
+    # creators handed in keep their own
+    trainer = FasterRCNNTrainer(
+        model, sampler='torch', anchor_target_creator=AnchorTargetCreator())
+    assert trainer.anchor_target_creator.sampler == 'numpy'
+    assert trainer.proposal_target_creator.sampler == 'torch'
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        FasterRCNNTrainer(model, sampler='cupy')
+
+
+def test_a_torch_sampled_step_on_the_device(make_tiny_faster_rcnn, device):
+    """The regression batch with sampler='torch': the same number of
+    anchors and RoIs sampled, finite losses on the device, repeatable under
+    a torch seed, and numpy's RNG left alone."""
+    from trainer import FasterRCNNTrainer
+    from test_trainer_losses import regression_batch, tiny_model_for_regression
+    model = tiny_model_for_regression(make_tiny_faster_rcnn).to(device)
+    img, bbox, label = regression_batch()
+    args = (img.to(device), torch.from_numpy(bbox)[None].to(device),
+            torch.from_numpy(label)[None].to(device), 0.8)
+    trainer = FasterRCNNTrainer(model, sampler='torch')
+    np.random.seed(7)
+    numpy_state = np.random.get_state()[1].copy()
+    runs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        trainer.reset_meters()
+        losses = trainer.forward(*args)
+        for value in losses:
+            assert value.device == device and torch.isfinite(value)
+        assert trainer.rpn_cm.value().sum() == 256
+        assert trainer.roi_cm.value().sum() == 128
+        runs.append([v.item() for v in losses])
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_the_sampler_option_reaches_train_pys_creators():
+    import train
+    from utils.config import Config, UsageError
+    config = Config()
+    assert config.sampler == 'numpy'
+    config._parse(dict(sampler='torch'))
+    a, p = train.target_creators(config._state_dict())
+    assert a.sampler == p.sampler == 'torch'
+    with pytest.raises(UsageError, match="sampler must be one of"):
+        train.target_creators(dict(config._state_dict(), sampler='gpu'))

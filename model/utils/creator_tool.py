@@ -51,7 +51,8 @@ def _check_thresh(**threshes):
 SAMPLERS = ('numpy', 'torch')
 
 
-def _check_sampler(sampler):
+def check_sampler(sampler):
+    """Raises ValueError unless ``sampler`` is one of :data:`SAMPLERS`."""
     if sampler not in SAMPLERS:
         raise ValueError('sampler must be one of {}, got {!r}'.format(
             ', '.join(repr(s) for s in SAMPLERS), sampler))
@@ -109,7 +110,7 @@ class ProposalTargetCreator:
                  sampler='numpy'):
         if n_sample < 1:
             raise ValueError('n_sample must be positive, got {}'.format(n_sample))
-        _check_sampler(sampler)
+        check_sampler(sampler)
         _check_thresh(pos_ratio=pos_ratio, pos_iou_thresh=pos_iou_thresh,
                       neg_iou_thresh_hi=neg_iou_thresh_hi,
                       neg_iou_thresh_lo=neg_iou_thresh_lo)
@@ -234,7 +235,7 @@ class AnchorTargetCreator:
                  sampler='numpy'):
         if n_sample < 1:
             raise ValueError('n_sample must be positive, got {}'.format(n_sample))
-        _check_sampler(sampler)
+        check_sampler(sampler)
         _check_thresh(pos_iou_thresh=pos_iou_thresh,
                       neg_iou_thresh=neg_iou_thresh, pos_ratio=pos_ratio)
         if neg_iou_thresh > pos_iou_thresh:
