@@ -1,12 +1,18 @@
-"""Shared test setup: import paths, the device parametrization and a tiny
-composed detector.
+"""Shared test setup: import paths, the device parametrization, a tiny
+composed detector, and a real visdom server on a free localhost port.
 
 Tests run from the repository root with ``python -m pytest tests``; the root
 and this folder go on ``sys.path`` so that ``import model`` and
 ``from reference import original`` work however pytest is started.
 """
+import json
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 import torch
@@ -90,3 +96,75 @@ def build_tiny_faster_rcnn(n_fg_class=3, min_size=64, max_size=128,
 def make_tiny_faster_rcnn():
     """A factory of tiny composed detectors (see build_tiny_faster_rcnn)."""
     return build_tiny_faster_rcnn
+
+
+# ------------------------------------------------------ a visdom server
+# ``python -m visdom.server`` first downloads its web assets and dies
+# offline; the server's own entry point ``visdom.server.run_server.main()``
+# starts it without that step.
+
+SERVER_START_TIMEOUT = 60  # seconds a starting visdom server may take
+
+
+def free_port():
+    """A localhost port nobody listens on (right now)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def visdom_server(tmp_path):
+    """Start a visdom server on a free localhost port.
+
+    Yields:
+        (subprocess.Popen, int): The server process and its port. At
+        teardown the server is stopped by its PID: terminated, then killed
+        if it has not exited after 10 s.
+    """
+    port = free_port()
+    log_path = tmp_path / 'visdom.log'
+    with open(log_path, 'w') as log:
+        server = subprocess.Popen(
+            [sys.executable, '-c',
+             'from visdom.server.run_server import main; main()',
+             '-port', str(port), '-env_path', str(tmp_path / 'envs'),
+             '-logging_level', 'WARNING', '-bind_local'],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_answering(server, port, log_path)
+        yield server, port
+    finally:
+        stop(server)
+
+
+def stop(server):
+    """Terminate a server process by its PID; kill it if it lingers."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def wait_until_answering(server, port, log_path):
+    """Poll the server's page until it answers; fail if it exits or hangs."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail('visdom server exited with {}:\n{}'.format(
+                server.returncode, log_path.read_text()))
+        try:
+            urllib.request.urlopen('http://127.0.0.1:{}/'.format(port),
+                                   timeout=1).close()
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    pytest.fail('visdom server did not answer within {} s:\n{}'.format(
+        SERVER_START_TIMEOUT, log_path.read_text()))
+
+
+def window_data(vis, win, env):
+    """The server's record of window ``win`` in ``env``, as a dict."""
+    return json.loads(vis.get_window_data(win, env))

@@ -297,13 +297,6 @@ def test_predict_rejects_bad_images(make_tiny_faster_rcnn, img, message,
     assert 'image 1' in str(info.value)
 
 
-def test_predict_rejects_an_image_smaller_than_one_stride(
-        make_tiny_faster_rcnn):
-    model = make_tiny_faster_rcnn()
-    with pytest.raises(ValueError, match='stride'):
-        model.predict([np.zeros((3, 12, 64), np.float32)], sizes=[(12, 64)])
-
-
 def test_predict_without_sizes_is_a_value_error(make_tiny_faster_rcnn):
     model = make_tiny_faster_rcnn()
     img = np.zeros((3, 64, 64), np.float32)

@@ -194,33 +194,6 @@ def test_predict_at_a_small_size(vgg_model):
         assert (bbox[:, 1::2] >= 0).all() and (bbox[:, 1::2] <= W).all()
 
 
-def test_get_optimizer(vgg_model):
-    optimizer = vgg_model.get_optimizer()
-    assert isinstance(optimizer, torch.optim.SGD)
-    names = {id(p): n for n, p in vgg_model.named_parameters()}
-    in_optimizer = set()
-    for group in optimizer.param_groups:
-        assert group['momentum'] == 0.9
-        for p in group['params']:
-            name = names[id(p)]
-            in_optimizer.add(name)
-            if 'bias' in name:
-                assert (group['lr'], group['weight_decay']) == \
-                    (pytest.approx(2e-3), 0)
-            else:
-                assert (group['lr'], group['weight_decay']) == \
-                    (pytest.approx(1e-3), pytest.approx(5e-4))
-    trainable = {n for n, p in vgg_model.named_parameters() if p.requires_grad}
-    assert in_optimizer == trainable
-    assert 'extractor.0.weight' not in in_optimizer
-    assert 'extractor.10.weight' in in_optimizer
-    lrs = [g['lr'] for g in optimizer.param_groups]
-    vgg_model.scale_lr(0.1)
-    assert [g['lr'] for g in optimizer.param_groups] == \
-        pytest.approx([0.1 * lr for lr in lrs])
-    assert isinstance(vgg_model.get_optimizer(use_adam=True), torch.optim.Adam)
-
-
 # --------------------------------------------------------- starting weights
 
 def test_torchvision_weights_from_the_hub_cache(vgg16_file, monkeypatch):

@@ -5,7 +5,6 @@ test; the fault tests train on a handful of images.
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -17,24 +16,18 @@ import train
 from model import load_detector
 from data.synthetic import generate_voc
 from model.faster_rcnn_toy import FasterRCNNToy
-from test_vis_tool import visdom_server, window_data  # noqa: F401
+from conftest import free_port, window_data
 from trainer import FasterRCNNTrainer
 from utils.vis_tool import Visualizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _options(data_dir, out_dir, **kwargs):
     """Toy options for a quick CPU run with no visdom server around."""
     options = dict(data='toy', voc_data_dir=str(data_dir),
                    out_dir=str(out_dir), seed=0, num_workers=0,
-                   test_num_workers=0, port=_free_port(), device='cpu')
+                   test_num_workers=0, port=free_port(), device='cpu')
     options.update(kwargs)
     return options
 

@@ -1,17 +1,9 @@
 """vis_tool: box pictures, and the visdom Visualizer with and without a server.
 
-One test starts a real visdom server on localhost. ``python -m visdom.server``
-first downloads its web assets and dies offline; the server's own entry point
-``visdom.server.run_server.main()`` starts it without that step.
+Two tests use a real visdom server on localhost (conftest's
+``visdom_server``).
 """
 
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import warnings
 
 import numpy as np
@@ -20,12 +12,9 @@ import torch
 from matplotlib import pyplot as plot
 from matplotlib.figure import Figure
 
-from utils.vis_tool import (
-    Visualizer, fig2data, fig4vis, vis_bbox,
-    visdom_bbox)
-
-SERVER_START_TIMEOUT = 60  # seconds a starting visdom server may take
-
+from conftest import free_port, stop, window_data
+from utils.vis_tool import (Visualizer, fig2data, fig4vis, vis_bbox,
+                            visdom_bbox)
 
 def gray_image(height=120, width=160):
     """A (3, H, W) mid-gray RGB image in [0, 255]."""
@@ -36,13 +25,6 @@ def red_pixels(picture):
     """Count pure red pixels of a (3, H, W) picture in [0, 1]."""
     r, g, b = picture
     return int(np.sum((r > 0.9) & (g < 0.1) & (b < 0.1)))
-
-
-def free_port():
-    """A localhost port nobody listens on (right now)."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def test_visdom_bbox_draws_boxes_into_a_chw_picture():
@@ -158,63 +140,6 @@ def test_visualizer_state_dict_round_trip():
     assert restored.log_text == vis.log_text
     restored.plot('loss', 2.)
     assert vis.index == {'loss': 1}
-
-
-@pytest.fixture
-def visdom_server(tmp_path):
-    """Start a visdom server on a free localhost port.
-
-    Yields:
-        (subprocess.Popen, int): The server process and its port. At
-        teardown the server is stopped by its PID: terminated, then killed
-        if it has not exited after 10 s.
-    """
-    port = free_port()
-    log_path = tmp_path / 'visdom.log'
-    with open(log_path, 'w') as log:
-        server = subprocess.Popen(
-            [sys.executable, '-c',
-             'from visdom.server.run_server import main; main()',
-             '-port', str(port), '-env_path', str(tmp_path / 'envs'),
-             '-logging_level', 'WARNING', '-bind_local'],
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_answering(server, port, log_path)
-        yield server, port
-    finally:
-        stop(server)
-
-
-def stop(server):
-    """Terminate a server process by its PID; kill it if it lingers."""
-    server.terminate()
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
-def wait_until_answering(server, port, log_path):
-    """Poll the server's page until it answers; fail if it exits or hangs."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail('visdom server exited with {}:\n{}'.format(
-                server.returncode, log_path.read_text()))
-        try:
-            urllib.request.urlopen('http://127.0.0.1:{}/'.format(port),
-                                   timeout=1).close()
-            return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    pytest.fail('visdom server did not answer within {} s:\n{}'.format(
-        SERVER_START_TIMEOUT, log_path.read_text()))
-
-
-def window_data(vis, win, env):
-    """The server's record of window ``win`` in ``env``, as a dict."""
-    return json.loads(vis.get_window_data(win, env))
 
 
 def test_visualizer_windows_arrive_at_a_real_server(visdom_server, capfd):
