@@ -2,9 +2,10 @@
 
 :class:`ExportableFasterRCNN` wraps a trained :class:`FasterRCNN` as a
 module of tensors only: a preprocessed image and its original size in;
-boxes, labels and scores out, computed in torch (suppression by
-:func:`torchvision.ops.batched_nms`, no numpy), so that
-:func:`torch.export.export` and :func:`torch.onnx.export` can record it.
+boxes, labels and scores out, computed in torch (all classes suppressed in
+one nms call, :func:`torchvision.ops.batched_nms`'s class-offset strategy;
+no numpy), so that :func:`torch.export.export` and
+:func:`torch.onnx.export` can record it.
 Preprocessing (resize and normalization, :func:`model.utils.preprocess.
 preprocess`) stays outside: it is the caller's job, as in
 ``FasterRCNN.predict(imgs, sizes)``.
@@ -25,7 +26,7 @@ import warnings
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from model.build import load_detector
 from model.region_proposal_network import _enumerate_shifted_anchor
@@ -143,19 +144,8 @@ class ExportableFasterRCNN(nn.Module):
         cls_bbox = torch.stack((y[..., 0], x_[..., 0], y[..., 1], x_[..., 1]),
                                dim=2)
         prob = F.softmax(roi_score, dim=1)
-
-        # One candidate per RoI and foreground class, labels 0..L-1.
-        bbox = cls_bbox[:, 1:].reshape(-1, 4)
-        label = torch.arange(n_class - 1, device=x.device).expand_as(
-            prob[:, 1:]).reshape(-1)
-        score = prob[:, 1:].reshape(-1)
-        keep = torch.where(score > self.score_thresh)[0]
-        bbox, label, score = bbox[keep], label[keep], score[keep]
-        keep = _batched_nms(bbox, score, label, self.nms_thresh)
-        # batched_nms orders by score over all classes; predict groups by
-        # class: a stable sort by label keeps each class's score order.
-        keep = keep[label[keep].sort(stable=True)[1]]
-        return bbox[keep], label[keep], score[keep]
+        return suppress(cls_bbox.reshape(-1, n_class * 4), prob,
+                        self.score_thresh, self.nms_thresh)
 
 
 _RPN_PARTS = ('conv1', 'score', 'loc', 'anchor_base', 'feat_stride',
@@ -189,17 +179,67 @@ def _propose(rpn, h, img_size, scale):
                               scale=scale)
 
 
+def suppress(cls_bbox, prob, score_thresh, nms_thresh):
+    """:meth:`FasterRCNN._suppress` in tensors, recordable by torch.export.
+
+    Every (RoI, foreground class) pair scored above ``score_thresh`` is a
+    candidate; all classes are suppressed in one nms call (see
+    :func:`_batched_nms`). The detections are grouped by class in class
+    order and, within a class, by descending score, ties in RoI order, as
+    ``FasterRCNN.predict`` gives them.
+
+    Args:
+        cls_bbox (torch.Tensor): :math:`(R, (L + 1) \\times 4)`, each box
+            ``(y_min, x_min, y_max, x_max)``.
+        prob (torch.Tensor): :math:`(R, L + 1)` class probabilities.
+        score_thresh (float): Keep candidates scoring above this.
+        nms_thresh (float): Suppress a box whose IoU with a better-scored
+            box of its class is above this.
+
+    Returns:
+        (torch.Tensor, torch.Tensor, torch.Tensor): bbox :math:`(R'', 4)`,
+        label :math:`(R'',)` int64 in :math:`[0, L - 1]`, score
+        :math:`(R'',)`.
+    """
+    n_class = prob.shape[1]
+    # Class-major candidates: a class's boxes in RoI order, so that an
+    # index order is a (class, RoI) order.
+    score = prob[:, 1:].transpose(0, 1)
+    bbox = cls_bbox.reshape(-1, n_class, 4)[:, 1:].transpose(0, 1).reshape(
+        -1, 4)
+    label = torch.arange(n_class - 1, device=prob.device)[:, None].expand_as(
+        score).reshape(-1)
+    score = score.reshape(-1)
+    candidate = torch.where(score > score_thresh)[0]
+    bbox, label, score = bbox[candidate], label[candidate], score[candidate]
+    keep = _batched_nms(bbox, score, label, nms_thresh)
+    # Per-class nms's order, whatever order nms gives: by class, then
+    # descending score, then RoI (stable sorts, the last key first).
+    keep = keep.sort()[0]
+    keep = keep[score[keep].sort(descending=True, stable=True)[1]]
+    keep = keep[label[keep].sort(stable=True)[1]]
+    return bbox[keep], label[keep], score[keep]
+
+
 def _batched_nms(bbox, score, label, nms_thresh):
-    """:func:`torchvision.ops.batched_nms`, recordable for any number of
-    boxes, zero included.
+    """Suppression within each class, in one :func:`torchvision.ops.nms`
+    call: :func:`torchvision.ops.batched_nms`'s own strategy for fewer than
+    4000 coordinates on the CPU (100000 on a GPU), boxes offset by class so
+    that boxes of two classes never overlap, written out so that
+    torch.export can record it for any number of boxes.
+
+    batched_nms itself picks its strategy by the number of boxes, which
+    torch.export cannot decide when that number depends on the data and may
+    exceed the threshold (300 RoIs x 20 classes do); and it returns early
+    for no box. Its other strategy, one nms per class, gives the same boxes
+    except where the offset's rounding decides an IoU within float rounding
+    of ``nms_thresh`` the other way.
 
     Two zero-area boxes, scored below every other, join the candidates and
-    leave the result: batched_nms branches on ``boxes.numel() == 0``, which
-    torch.export cannot record when the number of boxes depends on the
-    data, and torchvision 0.28's shape rule for ``nms`` promises at least
-    two boxes kept (a recorded program asserts it at run time). A zero-area
-    box suppresses nothing and nothing suppresses it (its IoU with any box
-    is 0), and it comes last.
+    leave the result: torchvision 0.28's shape rule for ``nms`` promises at
+    least two boxes kept, which a recorded program asserts at run time. A
+    zero-area box suppresses nothing and nothing suppresses it (its IoU
+    with any box is 0), and it comes last.
 
     Args:
         bbox (torch.Tensor): :math:`(R, 4)`.
@@ -215,7 +255,8 @@ def _batched_nms(bbox, score, label, nms_thresh):
     bbox = torch.cat((bbox, bbox.new_zeros((2, 4))))
     score = torch.cat((score, score.new_full((2,), -1.)))
     label = torch.cat((label, label.new_zeros((2,))))
-    keep = batched_nms(bbox, score, label, nms_thresh)
+    offset = label.to(bbox) * (bbox.max() + 1)
+    keep = nms(bbox + offset[:, None], score, nms_thresh)
     return keep[keep < n]
 
 
@@ -332,20 +373,37 @@ def export_onnx(faster_rcnn, path, score_thresh=None, nms_thresh=None):
     Returns:
         str: ``path``.
     """
+    with _recording(faster_rcnn):
+        module = ExportableFasterRCNN(faster_rcnn, score_thresh,
+                                      nms_thresh).eval()
+        to_onnx(module, example_inputs(faster_rcnn), path,
+                _dynamic_shapes(), ['image', 'size'],
+                ['bbox', 'label', 'score'])
+    return path
+
+
+def to_onnx(module, args, path, dynamic_shapes, input_names, output_names):
+    """``torch.onnx.export(..., dynamo=True)`` at opset 18, with this
+    module's translations of the ops that onnxscript 0.7 lacks or
+    mistranslates (``aten.sort.stable``, ``torchvision::roi_pool``).
+
+    Args:
+        module (nn.Module): What to record, in eval mode.
+        args (tuple): Example inputs.
+        path (str): The file to write.
+        dynamic_shapes: As :func:`torch.export.export` takes them.
+        input_names (list of str): Names of the ONNX inputs.
+        output_names (list of str): Names of the ONNX outputs.
+    """
     translations = {
         torch.ops.aten.sort.stable: _onnx_sort_stable,
         torch.ops.torchvision.roi_pool.default: _onnx_roi_pool,
     }
-    with _recording(faster_rcnn):
-        module = ExportableFasterRCNN(faster_rcnn, score_thresh,
-                                      nms_thresh).eval()
-        torch.onnx.export(
-            module, example_inputs(faster_rcnn), path, dynamo=True,
-            dynamic_shapes=_dynamic_shapes(), opset_version=18,
-            input_names=['image', 'size'],
-            output_names=['bbox', 'label', 'score'],
-            custom_translation_table=translations, verbose=False)
-    return path
+    torch.onnx.export(
+        module, args, path, dynamo=True, dynamic_shapes=dynamic_shapes,
+        opset_version=18, input_names=input_names,
+        output_names=output_names, custom_translation_table=translations,
+        verbose=False)
 
 
 class _ArgumentParser(argparse.ArgumentParser):

@@ -14,7 +14,8 @@ import torch
 
 from model import FasterRCNNToy
 from model.export import (ExportableFasterRCNN, example_inputs,
-                          export_onnx, export_program, main)
+                          export_onnx, export_program, main, suppress,
+                          to_onnx)
 from model.utils.preprocess import preprocess
 
 SCORE_THRESH = 0.3
@@ -23,12 +24,16 @@ SCORE_THRESH = 0.3
 SIZES = [(200, 300), (310, 190)]
 
 
-@pytest.fixture(scope='module')
-def faster_rcnn():
+def _toy(roi_op='pool'):
     torch.manual_seed(0)
-    faster_rcnn = FasterRCNNToy(n_fg_class=3)
+    faster_rcnn = FasterRCNNToy(n_fg_class=3, roi_op=roi_op)
     torch.nn.init.normal_(faster_rcnn.head.score.weight, 0, 0.1)
     return faster_rcnn.eval()
+
+
+@pytest.fixture(scope='module')
+def faster_rcnn():
+    return _toy()
 
 
 def _image(size, seed):
@@ -105,6 +110,64 @@ def test_module_checks_its_model(faster_rcnn, make_tiny_faster_rcnn):
         faster_rcnn.eval()
 
 
+def _tied_case(seed, n_roi=40, n_class=6, n_level=5):
+    """Integer boxes in clusters (so that nms suppresses, with no IoU
+    within float rounding of a threshold) and probabilities quantised to
+    a few values (so that many tie, within and across classes)."""
+    rng = np.random.RandomState(seed)
+    center = rng.randint(20, 200, size=(4, 2))
+    c = (center[rng.randint(0, 4, size=(n_roi, n_class))]
+         + rng.randint(-5, 6, size=(n_roi, n_class, 2)))
+    hw = rng.randint(10, 40, size=(n_roi, n_class, 2))
+    bbox = np.concatenate((c - hw // 2, c + hw // 2), axis=2)
+    prob = rng.randint(0, n_level, size=(n_roi, n_class)) / (n_level - 1)
+    return (torch.from_numpy(bbox.reshape(n_roi, -1).astype(np.float32)),
+            torch.from_numpy(prob.astype(np.float32)))
+
+
+@pytest.mark.parametrize('preset', ['evaluate', 'visualize'])
+def test_suppress_equals_predicts_with_ties(make_tiny_faster_rcnn, preset):
+    model = make_tiny_faster_rcnn(n_fg_class=5)
+    model.use_preset(preset)
+    n_kept = 0
+    for seed in range(10):
+        cls_bbox, prob = _tied_case(seed)
+        expected = model._suppress(cls_bbox, prob)
+        _assert_same(expected, [t.numpy() for t in suppress(
+            cls_bbox, prob, model.score_thresh, model.nms_thresh)])
+        n_kept += len(expected[1])
+    assert n_kept > 100
+
+
+class _Suppress(torch.nn.Module):
+    def forward(self, cls_bbox, prob):
+        return suppress(cls_bbox, prob, 0.05, 0.3)
+
+
+def test_recorded_suppress_keeps_the_order_of_ties(make_tiny_faster_rcnn,
+                                                  tmp_path):
+    """Ties in score keep RoI order through torch.export and onnxruntime
+    (ONNX's TopK is stable), and the same boxes are suppressed."""
+    ort = pytest.importorskip('onnxruntime')
+    model = make_tiny_faster_rcnn(n_fg_class=5)
+    dim = torch.export.Dim.DYNAMIC
+    args, dynamic_shapes = _tied_case(0), ({0: dim}, {0: dim})
+    program = torch.export.export(_Suppress(), args,
+                                  dynamic_shapes=dynamic_shapes)
+    path = str(tmp_path / 'suppress.onnx')
+    to_onnx(_Suppress(), args, path, dynamic_shapes, ['cls_bbox', 'prob'],
+            ['bbox', 'label', 'score'])
+    session = ort.InferenceSession(path,
+                                   providers=['CPUExecutionProvider'])
+    for seed, n_roi in ((1, 30), (2, 50)):
+        cls_bbox, prob = _tied_case(seed, n_roi)
+        expected = model._suppress(cls_bbox, prob)
+        _assert_same(expected, [t.numpy() for t in program.module()(
+            cls_bbox, prob)])
+        _assert_same(expected, session.run(None, {
+            'cls_bbox': cls_bbox.numpy(), 'prob': prob.numpy()}))
+
+
 @pytest.fixture(scope='module')
 def program(faster_rcnn):
     return export_program(faster_rcnn, score_thresh=SCORE_THRESH)
@@ -115,6 +178,18 @@ def test_torch_export_equals_predict(faster_rcnn, program, size):
     x, size = _inputs(faster_rcnn, _image(size, 2))
     _assert_same(_predict(faster_rcnn, x, size),
                  _run_torch(program.module(), x, size))
+
+
+def test_torch_export_of_twenty_classes(make_tiny_faster_rcnn):
+    """Up to 300 RoIs x 20 classes: more candidates than batched_nms's size
+    threshold, which a recording cannot decide."""
+    model = make_tiny_faster_rcnn(n_fg_class=20).eval()
+    program = export_program(model)
+    for seed, size in enumerate([(60, 100), (130, 70)]):
+        x, size = _inputs(model, _image(size, 7 + seed))
+        expected = _predict(model, x, size, model.score_thresh)
+        assert len(expected[1]) >= 20
+        _assert_same(expected, _run_torch(program.module(), x, size))
 
 
 def test_export_restores_mode(faster_rcnn):
@@ -149,9 +224,12 @@ def test_torch_export_keeps_zero_or_one_detection(faster_rcnn, n_above):
     _assert_same(expected, _run_torch(program.module(), x, size))
 
 
-def test_onnx_equals_predict(faster_rcnn, tmp_path):
-    """One ONNX file, two image sizes, onnxruntime against predict."""
+@pytest.mark.parametrize('roi_op', ['pool', 'align'])
+def test_onnx_equals_predict(roi_op, tmp_path):
+    """One ONNX file, two image sizes, onnxruntime against predict; RoI
+    pooling as ONNX's MaxRoiPool, RoIAlign as its RoiAlign."""
     ort = pytest.importorskip('onnxruntime')
+    faster_rcnn = _toy(roi_op)
     path = export_onnx(faster_rcnn, str(tmp_path / 'toy.onnx'),
                        score_thresh=SCORE_THRESH)
     session = ort.InferenceSession(path,
