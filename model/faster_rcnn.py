@@ -9,11 +9,15 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from model.region_proposal_network import per_image, shared_or_each
 from model.utils.bbox_tools import loc2bbox
 from model.utils.preprocess import preprocess
+
+# How predict suppresses overlapping boxes: class by class (the original's,
+# exact) or all classes in one call (faster on a GPU; see _suppress).
+SUPPRESSIONS = ('per_class', 'batched')
 
 PRESETS = {
     'visualize': dict(nms_thresh=0.3, score_thresh=0.7),
@@ -61,12 +65,17 @@ class FasterRCNN(nn.Module):
         max_size (int): Preprocessing: the longer side's largest length.
         caffe_pretrain (bool): Preprocessing: caffe normalization (BGR,
             0-255, mean subtracted) instead of torchvision's.
+        suppression ({'per_class', 'batched'}): How :meth:`predict`
+            suppresses overlaps: one ``nms`` per class (the original's) or
+            one ``batched_nms`` for all classes (see :meth:`_suppress`); an
+            attribute of the same name can be changed later.
     """
 
     def __init__(self, extractor, rpn, head,
                  loc_normalize_mean=(0., 0., 0., 0.),
                  loc_normalize_std=(0.1, 0.1, 0.2, 0.2),
-                 min_size=600, max_size=1000, caffe_pretrain=False):
+                 min_size=600, max_size=1000, caffe_pretrain=False,
+                 suppression='per_class'):
         super().__init__()
         _check_part(rpn, 'rpn', 'feat_stride', "the extractor's stride in "
                     'input pixels')
@@ -80,6 +89,10 @@ class FasterRCNN(nn.Module):
         self.min_size = min_size
         self.max_size = max_size
         self.caffe_pretrain = caffe_pretrain
+        if suppression not in SUPPRESSIONS:
+            raise ValueError('suppression must be one of {}, got {!r}'.format(
+                SUPPRESSIONS, suppression))
+        self.suppression = suppression
         self.use_preset('evaluate')
 
     @property
@@ -186,12 +199,14 @@ class FasterRCNN(nn.Module):
         """Per-class thresholding and NMS, background skipped.
 
         Every (RoI, foreground class) pair scored above ``score_thresh`` is
-        a candidate; all classes are suppressed in one
-        :func:`torchvision.ops.batched_nms` call on the device of the
-        inputs, and the result moves to the host once. The detections are
+        a candidate. With ``suppression='per_class'`` (the default) each
+        class is suppressed by its own ``nms`` call, as in the original;
+        with ``'batched'`` all classes go through one
+        :func:`torchvision.ops.batched_nms` call. Both run on the device of
+        the inputs and move the result to the host once. The detections are
         grouped by class in class order and, within a class, ordered as
         ``nms`` on that class alone orders them: by descending score, ties
-        by RoI order. They are those of a per-class ``nms`` loop with one
+        by RoI order. ``'batched'`` keeps the same detections with one
         reservation: below torchvision's size threshold ``batched_nms``
         separates the classes by adding a class offset to the coordinates,
         whose rounding can decide a pair whose IoU lies within float
@@ -218,7 +233,11 @@ class FasterRCNN(nn.Module):
         label = label.repeat_interleave(raw_prob.shape[0])
         candidate = torch.where(score > self.score_thresh)[0]
         bbox, score, label = bbox[candidate], score[candidate], label[candidate]
-        keep = batched_nms(bbox, score, label, self.nms_thresh)
+        if self.suppression == 'batched':
+            keep = batched_nms(bbox, score, label, self.nms_thresh)
+        else:
+            keep = _per_class_nms(bbox, score, label, n_fg_class,
+                                  self.nms_thresh)
         # Per-class nms's order, whatever order batched_nms gives: by class,
         # then descending score, then RoI (stable sorts, the last key first).
         keep = keep.sort()[0]
@@ -396,6 +415,16 @@ class FasterRCNN(nn.Module):
         for param_group in self.optimizer.param_groups:
             param_group['lr'] *= decay
         return self.optimizer
+
+
+def _per_class_nms(bbox, score, label, n_class, nms_thresh):
+    """Indices kept by ``nms`` run on each class's candidates alone, on
+    their device (torchvision's own fallback for large inputs)."""
+    keep = []
+    for l in range(n_class):
+        index = torch.where(label == l)[0]
+        keep.append(index[nms(bbox[index], score[index], nms_thresh)])
+    return torch.cat(keep) if keep else label[:0]
 
 
 def _check_part(part, name, attribute, meaning):

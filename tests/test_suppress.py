@@ -1,6 +1,8 @@
-"""FasterRCNN._suppress: one batched_nms call gives the per-class loop's
-detections (same boxes, scores and labels, grouped by class in class order,
-within a class in nms's order), tied scores and empty classes included.
+"""FasterRCNN._suppress, both ways (suppression='per_class', the default,
+and 'batched', one batched_nms call) gives the per-class loop's detections
+(same boxes, scores and labels, grouped by class in class order, within a
+class in nms's order), tied scores and empty classes included; only
+'per_class' is exact at the IoU threshold.
 
 The per-class loop that predict used before is kept here as the slow,
 obvious reference.
@@ -11,6 +13,11 @@ import torch
 from torchvision.ops import nms
 
 from conftest import build_tiny_faster_rcnn
+
+
+@pytest.fixture(params=['per_class', 'batched'])
+def suppression(request):
+    return request.param
 
 
 def suppress_per_class(model, raw_cls_bbox, raw_prob):
@@ -67,10 +74,11 @@ def assert_same(model, cls_bbox, prob):
             # batched_nms's per-class path there
 ])
 @pytest.mark.parametrize('preset', ['evaluate', 'visualize'])
-def test_batched_equals_per_class_loop_with_ties_and_empty_classes(
-        device, n_roi, preset):
+def test_suppression_equals_per_class_loop_with_ties_and_empty_classes(
+        device, n_roi, preset, suppression):
     n_fg_class = 20
-    model = build_tiny_faster_rcnn(n_fg_class=n_fg_class)
+    model = build_tiny_faster_rcnn(n_fg_class=n_fg_class,
+                                   suppression=suppression)
     model.use_preset(preset)
     rng = np.random.RandomState(0)
     n_kept = 0
@@ -89,10 +97,10 @@ def test_batched_equals_per_class_loop_with_ties_and_empty_classes(
     assert n_kept > 20 * n_fg_class
 
 
-def test_ties_keep_roi_order_within_a_class(device):
+def test_ties_keep_roi_order_within_a_class(device, suppression):
     """Equal scores, boxes apart: every box survives, in RoI order within
     each class, whatever order the tie has across classes."""
-    model = build_tiny_faster_rcnn(n_fg_class=3)
+    model = build_tiny_faster_rcnn(n_fg_class=3, suppression=suppression)
     n_roi = 6
     y = torch.arange(n_roi, dtype=torch.float32)[:, None] * 50
     box = torch.cat((y, y * 0, y + 20, y * 0 + 20), dim=1)  # disjoint
@@ -104,12 +112,12 @@ def test_ties_keep_roi_order_within_a_class(device):
     assert_same(model, cls_bbox, prob)
 
 
-def test_score_and_iou_at_the_thresholds(device):
+def test_score_and_iou_at_the_thresholds(device, suppression):
     """A score exactly ``score_thresh`` is no candidate; a pair whose IoU is
     exactly ``nms_thresh`` (integer boxes, in the last class, whose
     coordinates batched_nms offsets most) is decided as the per-class loop
     decides it on the same device."""
-    model = build_tiny_faster_rcnn(n_fg_class=20)
+    model = build_tiny_faster_rcnn(n_fg_class=20, suppression=suppression)
     model.use_preset('evaluate')  # nms_thresh 0.3, score_thresh 0.05
     cls_bbox = torch.zeros((3, 21, 4))
     cls_bbox[0, 20] = torch.tensor([0., 0., 10., 10.])
@@ -127,8 +135,8 @@ def test_score_and_iou_at_the_thresholds(device):
     assert 1 <= np.sum(label == 19) <= 2
 
 
-def test_no_candidate_gives_empty_arrays(device):
-    model = build_tiny_faster_rcnn(n_fg_class=3)
+def test_no_candidate_gives_empty_arrays(device, suppression):
+    model = build_tiny_faster_rcnn(n_fg_class=3, suppression=suppression)
     cls_bbox = torch.rand((5, 16), device=device)
     prob = torch.zeros((5, 4), device=device)
     prob[:, 0] = 1.
@@ -136,3 +144,27 @@ def test_no_candidate_gives_empty_arrays(device):
     assert bbox.shape == (0, 4) and bbox.dtype == np.float32
     assert label.shape == (0,) and label.dtype == np.int32
     assert score.shape == (0,) and score.dtype == np.float32
+
+
+def test_per_class_is_exact_where_batched_offsets_round(device):
+    """Two float boxes of the last class whose IoU is within rounding of
+    0.3: batched_nms's class offset may decide them the other way; the
+    default per-class suppression decides exactly as the original loop."""
+    model = build_tiny_faster_rcnn(n_fg_class=20)
+    assert model.suppression == 'per_class'
+    model.use_preset('evaluate')
+    cls_bbox = torch.zeros((2, 21, 4))
+    cls_bbox[0, 20] = torch.tensor([2.8319671, 12.428328, 59.53821, 68.90022])
+    cls_bbox[1, 20] = torch.tensor([2.8319671, 42.836357, 59.53821, 99.30826])
+    prob = torch.zeros((2, 21))
+    prob[:, 20] = torch.tensor([0.9, 0.8])
+    label = assert_same(model, cls_bbox.reshape(2, -1).to(device),
+                        prob.to(device))
+    assert len(label) == len(suppress_per_class(
+        model, cls_bbox.reshape(2, -1), prob)[1])
+
+
+def test_bad_suppression_is_named():
+    with pytest.raises(ValueError, match="suppression must be one of "
+                                         r"\('per_class', 'batched'\)"):
+        build_tiny_faster_rcnn(suppression='fast')
