@@ -20,6 +20,7 @@ From the command line::
 """
 import argparse
 import contextlib
+import json
 import os
 import warnings
 
@@ -353,15 +354,17 @@ def export_program(faster_rcnn, score_thresh=None, nms_thresh=None):
                                    dynamic_shapes=_dynamic_shapes())
 
 
-def export_onnx(faster_rcnn, path, score_thresh=None, nms_thresh=None):
+def export_onnx(faster_rcnn, path, score_thresh=None, nms_thresh=None,
+                label_names=None):
     """Writes the inference path as an ONNX model (opset 18).
 
     Recorded with ``torch.onnx.export(..., dynamo=True)`` (torch.export,
     then onnxscript), with the image's height and width left free: the
     file takes images of any size. Inputs are named ``image`` and
     ``size``, outputs ``bbox``, ``label`` and ``score``, as in
-    :meth:`ExportableFasterRCNN.forward`. Needs the ``onnx`` and
-    ``onnxscript`` packages.
+    :meth:`ExportableFasterRCNN.forward`; the model's metadata
+    (``metadata_props``) holds :func:`describe`'s entries. Needs the
+    ``onnx`` and ``onnxscript`` packages.
 
     Args:
         faster_rcnn (FasterRCNN): The trained detector; recorded in eval
@@ -369,6 +372,8 @@ def export_onnx(faster_rcnn, path, score_thresh=None, nms_thresh=None):
         path (str): The file to write.
         score_thresh (float): See :class:`ExportableFasterRCNN`.
         nms_thresh (float): See :class:`ExportableFasterRCNN`.
+        label_names (sequence of str): The class names, kept in the
+            metadata.
 
     Returns:
         str: ``path``.
@@ -378,11 +383,57 @@ def export_onnx(faster_rcnn, path, score_thresh=None, nms_thresh=None):
                                       nms_thresh).eval()
         to_onnx(module, example_inputs(faster_rcnn), path,
                 _dynamic_shapes(), ['image', 'size'],
-                ['bbox', 'label', 'score'])
+                ['bbox', 'label', 'score'], metadata=describe(
+                    faster_rcnn, score_thresh, nms_thresh, label_names))
     return path
 
 
-def to_onnx(module, args, path, dynamic_shapes, input_names, output_names):
+def save_program(program, path, metadata=None):
+    """Saves a recorded program, with ``metadata`` (e.g. :func:`describe`'s
+    entries) as the extra file ``detector.json``.
+
+    ``torch.export.load(path, extra_files={'detector.json': ''})`` reads
+    both back, the extra file into that dict.
+
+    Args:
+        program (torch.export.ExportedProgram): What
+            :func:`export_program` returned.
+        path (str): The ``.pt2`` file to write.
+        metadata (dict of str to str): What to keep beside the program.
+    """
+    torch.export.save(program, path, extra_files={
+        'detector.json': json.dumps(metadata or {})})
+
+
+def describe(faster_rcnn, score_thresh=None, nms_thresh=None,
+             label_names=None):
+    """What a user of the exported model needs to know, as JSON strings.
+
+    Args:
+        faster_rcnn (FasterRCNN): The detector exported.
+        score_thresh (float): As given to the export.
+        nms_thresh (float): As given to the export.
+        label_names (sequence of str): The class names.
+
+    Returns:
+        dict: ``min_size``, ``max_size`` and ``caffe_pretrain`` (the
+        preprocessing the input must have had), ``score_thresh`` and
+        ``nms_thresh`` (recorded in the model), and ``label_names`` (a JSON
+        list; label ``l`` is ``label_names[l]``) when given.
+    """
+    module = ExportableFasterRCNN(faster_rcnn, score_thresh, nms_thresh)
+    info = dict(min_size=faster_rcnn.min_size,
+                max_size=faster_rcnn.max_size,
+                caffe_pretrain=bool(faster_rcnn.caffe_pretrain),
+                score_thresh=module.score_thresh,
+                nms_thresh=module.nms_thresh)
+    if label_names is not None:
+        info['label_names'] = list(label_names)
+    return {key: json.dumps(value) for key, value in info.items()}
+
+
+def to_onnx(module, args, path, dynamic_shapes, input_names, output_names,
+            metadata=None):
     """``torch.onnx.export(..., dynamo=True)`` at opset 18, with this
     module's translations of the ops that onnxscript 0.7 lacks or
     mistranslates (``aten.sort.stable``, ``torchvision::roi_pool``).
@@ -394,16 +445,19 @@ def to_onnx(module, args, path, dynamic_shapes, input_names, output_names):
         dynamic_shapes: As :func:`torch.export.export` takes them.
         input_names (list of str): Names of the ONNX inputs.
         output_names (list of str): Names of the ONNX outputs.
+        metadata (dict of str to str): The model's ``metadata_props``.
     """
     translations = {
         torch.ops.aten.sort.stable: _onnx_sort_stable,
         torch.ops.torchvision.roi_pool.default: _onnx_roi_pool,
     }
-    torch.onnx.export(
-        module, args, path, dynamo=True, dynamic_shapes=dynamic_shapes,
+    program = torch.onnx.export(
+        module, args, dynamo=True, dynamic_shapes=dynamic_shapes,
         opset_version=18, input_names=input_names,
         output_names=output_names, custom_translation_table=translations,
         verbose=False)
+    program.model.metadata_props.update(metadata or {})
+    program.save(path)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -445,17 +499,19 @@ def main(argv=None):
                 name.replace('_', '-'), value))
 
     try:
-        faster_rcnn, _, _ = load_detector(args.checkpoint)
+        faster_rcnn, label_names, _ = load_detector(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         # One line: torch.load's own message, inside an unreadable
         # checkpoint's, runs over several.
         parser.error(str(err).splitlines()[0])
     if kind == '.onnx':
         export_onnx(faster_rcnn, args.out, args.score_thresh,
-                    args.nms_thresh)
+                    args.nms_thresh, label_names=label_names)
     else:
-        torch.export.save(export_program(
-            faster_rcnn, args.score_thresh, args.nms_thresh), args.out)
+        program = export_program(faster_rcnn, args.score_thresh,
+                                 args.nms_thresh)
+        save_program(program, args.out, describe(
+            faster_rcnn, args.score_thresh, args.nms_thresh, label_names))
     print('wrote {}'.format(args.out))
 
 

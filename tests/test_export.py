@@ -8,6 +8,8 @@ class are kept. Each comparison is against
 same order (grouped by class, each class by descending score), boxes and
 scores to float rounding.
 """
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from model.export import (ExportableFasterRCNN, example_inputs,
 from model.utils.preprocess import preprocess
 
 SCORE_THRESH = 0.3
+NAMES = ('a', 'b', 'c')
 # Two original sizes, landscape and portrait; neither is the recorded
 # example's (256 x 264).
 SIZES = [(200, 300), (310, 190)]
@@ -231,9 +234,13 @@ def test_onnx_equals_predict(roi_op, tmp_path):
     ort = pytest.importorskip('onnxruntime')
     faster_rcnn = _toy(roi_op)
     path = export_onnx(faster_rcnn, str(tmp_path / 'toy.onnx'),
-                       score_thresh=SCORE_THRESH)
+                       score_thresh=SCORE_THRESH, label_names=NAMES)
     session = ort.InferenceSession(path,
                                    providers=['CPUExecutionProvider'])
+    assert session.get_modelmeta().custom_metadata_map == {
+        'min_size': '256', 'max_size': '256', 'caffe_pretrain': 'false',
+        'score_thresh': '0.3', 'nms_thresh': '0.3',
+        'label_names': '["a", "b", "c"]'}
     assert [i.name for i in session.get_inputs()] == ['image', 'size']
     assert ([o.name for o in session.get_outputs()]
             == ['bbox', 'label', 'score'])
@@ -249,13 +256,17 @@ def test_command_writes_a_program(faster_rcnn, tmp_path, capsys):
     from trainer import FasterRCNNTrainer
     checkpoint = FasterRCNNTrainer(
         faster_rcnn, config=dict(data='toy', min_size=256, max_size=256),
-        label_names=('a', 'b', 'c')).save(
-            save_path=str(tmp_path / 'toy.pth'))
+        label_names=NAMES).save(save_path=str(tmp_path / 'toy.pth'))
     out = str(tmp_path / 'toy.pt2')
     main(['--checkpoint={}'.format(checkpoint), '--out={}'.format(out),
           '--score-thresh={}'.format(SCORE_THRESH)])
     assert capsys.readouterr().out == 'wrote {}\n'.format(out)
-    program = torch.export.load(out)
+    extra = {'detector.json': ''}
+    program = torch.export.load(out, extra_files=extra)
+    assert json.loads(extra['detector.json']) == {
+        'min_size': '256', 'max_size': '256', 'caffe_pretrain': 'false',
+        'score_thresh': '0.3', 'nms_thresh': '0.3',
+        'label_names': '["a", "b", "c"]'}
     x, size = _inputs(faster_rcnn, _image(SIZES[1], 6))
     _assert_same(_predict(faster_rcnn, x, size),
                  _run_torch(program.module(), x, size))
