@@ -223,6 +223,30 @@ def _settings(settings):
     return ', '.join('{}={}'.format(k, v) for k, v in settings.items())
 
 
+def check_voc_class_names(db):
+    """Raises UsageError naming the first object of a VOC-layout dataset
+    whose class is not one of ``db.label_names``, before any training.
+
+    Reads the XML files of the split, no image; a file that does not parse
+    is left to the dataset to report when it reads it.
+    """
+    from xml.etree import ElementTree
+    known = set(db.label_names)
+    for id_ in db.ids:
+        path = os.path.join(db.data_dir, 'Annotations', id_ + '.xml')
+        try:
+            objects = ElementTree.parse(path).getroot().findall('object')
+        except ElementTree.ParseError:
+            continue
+        for obj in objects:
+            name = (obj.findtext('name') or '').strip()
+            if name not in known:
+                raise UsageError(
+                    '{} has an object of class {!r}, not one of '
+                    '--label-names ({})'.format(
+                        path, name, ', '.join(db.label_names)))
+
+
 def _label_names(data, names=None):
     """The class names of a VOC-layout dataset: ``names`` (the
     ``--label-names`` option: a text file with one name per line, or a
@@ -321,6 +345,9 @@ def train(**kwargs):
     dataloader, testset, test_dataloader = _loaders(opt, label_names)
     if opt.data == 'coco':
         label_names = coco_label_names(dataloader.dataset.db, testset.db)
+    elif opt.label_names is not None:
+        for db in (dataloader.dataset.db, testset.db):
+            check_voc_class_names(db)
     pretrained = ('caffe' if opt.caffe_pretrain else opt.pretrained_model)
     try:
         faster_rcnn = build_model(

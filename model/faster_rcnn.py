@@ -178,7 +178,9 @@ class FasterRCNN(nn.Module):
         Raises:
             ValueError: if a tensor's shape differs from this model's, as
                 when the checkpoint was trained for another number of
-                classes.
+                classes; or if the checkpoint's head pooled its RoIs
+                otherwise (RoIPool or RoIAlign, see ``roi_op``), before any
+                weight is copied.
         """
         state_dict = dict(state_dict)
         state_dict.setdefault('_extra_state', self.get_extra_state())
