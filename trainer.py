@@ -19,7 +19,9 @@ from model.region_proposal_network import per_image, shared_or_each
 from model.utils.checkpoint import model_state_dict, read_checkpoint
 from model.utils.creator_tool import (AnchorTargetCreator, ProposalTargetCreator,
                                       check_sampler)
+from model.utils.layers import full_precision
 from utils import distributed
+from utils.amp import autocast, check_amp, grad_scaler
 
 LossTuple = namedtuple('LossTuple', ['rpn_loc_loss', 'rpn_cls_loss',
                                      'roi_loc_loss', 'roi_cls_loss',
@@ -55,14 +57,22 @@ class FasterRCNNTrainer(nn.Module):
             :class:`AnchorTargetCreator`): ``'numpy'`` (default, the
             original's samples) or ``'torch'`` (on the device, different
             samples). Creators handed in keep their own.
+        amp ({None, 'bf16', 'fp16'}): Mixed precision: autocast over the
+            extractor, the RPN's convolutions and the head (see
+            :mod:`utils.amp`); the targets and losses stay float32. fp16
+            adds a gradient scaler, saved with the optimizer. None: float32.
     """
 
     def __init__(self, faster_rcnn, rpn_sigma=3., roi_sigma=1., lr=1e-3,
                  weight_decay=5e-4, use_adam=False, anchor_target_creator=None,
                  proposal_target_creator=None, vis=None, config=None,
-                 label_names=None, sampler='numpy'):
+                 label_names=None, sampler='numpy', amp=None):
         super().__init__()
         check_sampler(sampler)
+        check_amp(amp)
+        self.amp = amp
+        self.scaler = None  # fp16's, made at the first step on its device
+        self._scaler_state = None  # a loaded scaler state, until then
         self.faster_rcnn = faster_rcnn
         self.rpn_sigma = rpn_sigma
         self.roi_sigma = roi_sigma
@@ -127,10 +137,11 @@ class FasterRCNNTrainer(nn.Module):
             batch_size if img_sizes is None else img_sizes, scale, len(imgs))
         rpn = self.faster_rcnn.rpn
         check_img_sizes(img_sizes, batch_size, rpn.feat_stride)
-        features = self.faster_rcnn.extractor(imgs)
-        check_stride(features, batch_size, rpn.feat_stride)
-        rpn_locs, rpn_scores, rois, roi_indices, anchor = rpn(
-            features, shared_or_each(img_sizes), shared_or_each(scales))
+        with autocast(imgs.device, self.amp):
+            features = self.faster_rcnn.extractor(imgs)
+            check_stride(features, batch_size, rpn.feat_stride)
+            rpn_locs, rpn_scores, rois, roi_indices, anchor = rpn(
+                features, shared_or_each(img_sizes), shared_or_each(scales))
         counts = torch.bincount(roi_indices.long(),
                                 minlength=len(imgs)).tolist()
 
@@ -156,8 +167,10 @@ class FasterRCNNTrainer(nn.Module):
         sample_roi_index = torch.cat([
             torch.full((n,), i, dtype=torch.float32, device=imgs.device)
             for i, n in enumerate(n_samples)])
-        roi_cls_locs, roi_scores = self.faster_rcnn.head(
-            features, torch.cat(sample_rois), sample_roi_index)
+        with autocast(imgs.device, self.amp):
+            roi_cls_locs, roi_scores = self.faster_rcnn.head(
+                features, torch.cat(sample_rois), sample_roi_index)
+        roi_cls_locs, roi_scores = full_precision(roi_cls_locs, roi_scores)
         check_head_output(self.faster_rcnn.head, roi_cls_locs, roi_scores,
                           sum(n_samples))
 
@@ -237,10 +250,25 @@ class FasterRCNNTrainer(nn.Module):
                 self.n_step, '' if not finite else
                 ' in another process (this one\'s losses are finite)', {
                     k: v.item() for k, v in losses._asdict().items()}))
-        losses.total_loss.backward()
-        self.optimizer.step()
+        self._backward_and_step(losses.total_loss, imgs.device)
         self.update_meters(losses)
         return losses
+
+    def _backward_and_step(self, loss, device):
+        """Backward and optimizer step; under fp16 through the gradient
+        scaler, which skips a step whose gradients overflow (the loss
+        itself was finite: no non-finite-loss stop) and lowers its scale."""
+        if self.amp != 'fp16':
+            loss.backward()
+            self.optimizer.step()
+            return
+        if self.scaler is None:
+            self.scaler = grad_scaler(device, self.amp)
+            if self._scaler_state is not None:
+                self.scaler.load_state_dict(self._scaler_state)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def wrap_ddp(self, **kwargs):
         """Wraps this trainer in DistributedDataParallel for
@@ -284,6 +312,9 @@ class FasterRCNNTrainer(nn.Module):
             save_dict['vis_info'] = self.vis.state_dict()
         if save_optimizer:
             save_dict['optimizer'] = self.optimizer.state_dict()
+            scaler = self._scaler_state_dict()
+            if scaler is not None:
+                save_dict['scaler'] = scaler
         if save_path is None:
             save_path = 'checkpoints/fasterrcnn_%s' % time.strftime('%m%d%H%M')
             for value in kwargs.values():
@@ -333,12 +364,22 @@ class FasterRCNNTrainer(nn.Module):
             self.config = state.get('config', {})
         if (load_optimizer or resume) and state.get('optimizer'):
             self.optimizer.load_state_dict(state['optimizer'])
+            self._scaler_state = state.get('scaler')
+            if self.scaler is not None and self._scaler_state is not None:
+                self.scaler.load_state_dict(self._scaler_state)
         if self.vis is not None and 'vis_info' in state:
             self.vis.load_state_dict(state['vis_info'])
         if resume:
             self.n_step = state['n_step']
             _set_rng_state(state['rng'])
         return state.get('other_info', {})
+
+    def _scaler_state_dict(self):
+        """fp16's gradient scaler state (its scale and growth tracker), or
+        a loaded one not yet used; None without fp16."""
+        if self.scaler is not None:
+            return self.scaler.state_dict()
+        return self._scaler_state
 
     def update_meters(self, losses):
         for key, value in losses._asdict().items():

@@ -13,6 +13,7 @@ from torchvision.ops import batched_nms, nms
 
 from model.region_proposal_network import per_image, shared_or_each
 from model.utils.bbox_tools import loc2bbox
+from model.utils.layers import full_precision
 from model.utils.preprocess import preprocess
 
 # How predict suppresses overlapping boxes: class by class (the original's,
@@ -135,7 +136,8 @@ class FasterRCNN(nn.Module):
         check_stride(h, img_size, stride)
         rpn_locs, rpn_scores, rois, roi_indices, anchor = self.rpn(
             h, shared_or_each(img_sizes), shared_or_each(scales))
-        roi_cls_locs, roi_scores = self.head(h, rois, roi_indices)
+        roi_cls_locs, roi_scores = full_precision(
+            *self.head(h, rois, roi_indices))
         check_head_output(self.head, roi_cls_locs, roi_scores, len(rois))
         return roi_cls_locs, roi_scores, rois, roi_indices
 

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from model.utils.bbox_tools import generate_anchor_base
 from model.utils.creator_tool import ProposalCreator
-from model.utils.layers import normal_init
+from model.utils.layers import full_precision, normal_init
 
 
 class RegionProposalNetwork(nn.Module):
@@ -81,9 +81,11 @@ class RegionProposalNetwork(nn.Module):
         n_anchor = self.anchor_base.shape[0]
         h = F.relu(self.conv1(x))
 
-        rpn_locs = self.loc(h)
+        # float32 from here on, under autocast too: box decoding and the
+        # proposals' order need full precision.
+        rpn_locs, rpn_scores = full_precision(self.loc(h), self.score(h))
         rpn_locs = rpn_locs.permute(0, 2, 3, 1).contiguous().view(n, -1, 4)
-        rpn_scores = self.score(h).permute(0, 2, 3, 1).contiguous()
+        rpn_scores = rpn_scores.permute(0, 2, 3, 1).contiguous()
         rpn_softmax_scores = F.softmax(
             rpn_scores.view(n, hh, ww, n_anchor, 2), dim=4)
         rpn_fg_scores = rpn_softmax_scores[..., 1].contiguous().view(n, -1)
