@@ -9,9 +9,6 @@ from torchvision.ops import RoIAlign, RoIPool
 from model.utils.layers import normal_init, roi_pool_yx
 
 
-ROI_OPS = ('pool', 'align')
-
-
 def roi_layer(roi_op, roi_size, spatial_scale, sampling_ratio=0,
               aligned=True):
     """torchvision's RoIPool or RoIAlign, as ``roi_op`` says.
@@ -23,8 +20,9 @@ def roi_layer(roi_op, roi_size, spatial_scale, sampling_ratio=0,
         roi_size (int): Height and width of the pooled features.
         spatial_scale (float): Feature size over image size.
         sampling_ratio (int): RoIAlign: sample points per bin along each
-            side; 0 (or less): ``ceil(roi_height / roi_size)`` points, as
-            many as the RoI has feature cells per bin.
+            side; 0 (or less): adaptive, ``ceil(h / roi_size)`` along the
+            height for an RoI ``h`` feature cells high (likewise along the
+            width), about one per feature cell the bin covers.
         aligned (bool): RoIAlign: shift the boxes by half a feature cell so
             that a feature cell's centre sits at the centre of the pixels it
             was computed from (detectron2's ROIAlignV2).
