@@ -16,7 +16,6 @@ import signal
 import sys
 
 import fire
-import matplotlib
 import numpy as np
 import torch
 from torch.utils import data as data_
@@ -33,6 +32,7 @@ from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
 from utils import distributed
+from utils.amp import AMP_DTYPES
 from utils.coco_eval import eval_detection_coco
 from utils.config import UsageError, opt
 from utils.eval_tool import eval_detection_voc
@@ -323,6 +323,9 @@ def train(**kwargs):
     if opt.metric not in METRICS:
         raise UsageError("--metric must be 'voc07', 'voc' or 'coco', got "
                          "{!r}".format(opt.metric))
+    if opt.amp not in AMP_DTYPES:
+        raise UsageError("--amp must be None, 'bf16' or 'fp16', got "
+                         "{!r}".format(opt.amp))
     if opt.data == 'coco' and opt.label_names is not None:
         raise UsageError('--label-names is for VOC-layout data; with '
                          '--data=coco the categories of the annotation '
@@ -362,8 +365,8 @@ def train(**kwargs):
         lr=opt.lr, weight_decay=opt.weight_decay, use_adam=opt.use_adam,
         anchor_target_creator=anchor_target_creator,
         proposal_target_creator=proposal_target_creator,
-        vis=vis, config=opt._state_dict(),
-        label_names=label_names).to(device)
+        vis=vis, config=opt._state_dict(), label_names=label_names,
+        amp=opt.amp).to(device)
     if main:
         os.makedirs(opt.out_dir, exist_ok=True)
 
@@ -458,6 +461,7 @@ def train(**kwargs):
             os.path.join(opt.out_dir, 'predictions.png'))
         print('best map {:.4f}; checkpoint {}; predictions drawn in {}'
               .format(best_map, best_path, png))
+    distributed.barrier()  # the processes leave together
     return best_map
 
 
@@ -582,8 +586,12 @@ def main(argv=None):
     """The command line: a mistake in it is one line and exit status 2 (said
     once under torchrun, by rank 0); a crash inside training keeps its
     traceback."""
+    # fire prints the command's result: under torchrun, rank 0 alone
+    quiet = distributed.env_rank() != 0
     try:
-        fire.Fire(command=argv)
+        with open(os.devnull, 'w') if quiet else contextlib.nullcontext(
+                sys.stdout) as out, contextlib.redirect_stdout(out):
+            fire.Fire(command=argv)
     except UsageError as err:
         if distributed.env_rank() == 0:
             print('train.py: error: {}'.format(err), file=sys.stderr)

@@ -134,3 +134,11 @@ def test_amp_none_is_the_default_and_bad_values_are_named():
     with pytest.raises(ValueError, match="amp must be None, 'bf16' or "
                                          "'fp16', got 'fp8'"):
         check_amp('fp8')
+
+
+def test_bad_amp_option_is_a_command_line_mistake():
+    import train
+    from utils.config import UsageError
+    with pytest.raises(UsageError, match="--amp must be None, 'bf16' or "
+                                         "'fp16', got 'fp8'"):
+        train.train(amp='fp8')
