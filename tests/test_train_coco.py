@@ -234,3 +234,17 @@ def test_voc_layout_with_own_class_names(tmp_path, toy_model):
                 device='cpu', metric='voc', out_dir=str(tmp_path / 'ck'))
     checkpoint = torch.load(str(tmp_path / 'ck' / 'best.pth'))
     assert checkpoint['label_names'] == list(names)
+
+
+def test_voc_class_not_in_label_names(tmp_path, capsys):
+    """Checked in every XML file of both splits before training."""
+    voc_dir = generate_voc(str(tmp_path / 'two'), n_images=6, seed=3,
+                           label_names=('cross', 'circle'))
+    message = _main_error(dict(
+        data='voc', voc_data_dir=voc_dir, label_names='cross,ring',
+        pretrained_model=None, device='cpu', num_workers=0,
+        test_num_workers=0, out_dir=tmp_path / 'ck'), capsys)
+    assert message.startswith(os.path.join(voc_dir, 'Annotations', ''))
+    assert message.endswith(".xml has an object of class 'circle', not one "
+                            'of --label-names (cross, ring)')
+    assert not (tmp_path / 'ck').exists()
