@@ -2,6 +2,7 @@
 
 Shape shorthand: S sampled anchors or RoIs, L foreground classes.
 """
+import math
 import os
 import random
 import time
@@ -244,14 +245,15 @@ class FasterRCNNTrainer(nn.Module):
         forward = self.forward if self._ddp is None else self._ddp
         losses = forward(imgs, bboxes, labels, scale, img_sizes)
         self.n_step += 1
-        finite = bool(torch.isfinite(losses.total_loss))
+        values = loss_values(losses)  # the step's one transfer of losses
+        finite = math.isfinite(values.total_loss)
         if distributed.any_rank(not finite):
             raise FloatingPointError('non-finite loss at step {}{}: {}'.format(
                 self.n_step, '' if not finite else
-                ' in another process (this one\'s losses are finite)', {
-                    k: v.item() for k, v in losses._asdict().items()}))
+                ' in another process (this one\'s losses are finite)',
+                values._asdict()))
         self._backward_and_step(losses.total_loss, imgs.device)
-        self.update_meters(losses)
+        self.update_meters(values)
         return losses
 
     def _backward_and_step(self, loss, device):
@@ -382,8 +384,10 @@ class FasterRCNNTrainer(nn.Module):
         return self._scaler_state
 
     def update_meters(self, losses):
-        for key, value in losses._asdict().items():
-            self.meters[key].add(value.item())
+        """Adds a step's losses (a LossTuple of tensors or of floats) to
+        the meters."""
+        for key, value in loss_values(losses)._asdict().items():
+            self.meters[key].add(value)
 
     def reset_meters(self):
         for meter in self.meters.values():
@@ -394,6 +398,16 @@ class FasterRCNNTrainer(nn.Module):
     def get_meter_data(self):
         """Mean of each loss since the last reset, by name."""
         return {k: v.value()[0] for k, v in self.meters.items()}
+
+
+def loss_values(losses):
+    """A LossTuple of tensors as floats, moved to the host in one transfer
+    (floats pass through)."""
+    if not any(torch.is_tensor(v) for v in losses):
+        return losses
+    values = torch.stack([torch.as_tensor(v).detach().float().reshape(())
+                          for v in losses]).tolist()
+    return LossTuple(*values)
 
 
 def _check_batch(imgs, bboxes, labels, n_fg_class):

@@ -153,3 +153,19 @@ def test_resume_of_a_checkpoint_without_optimizer_says_so(tmp_path):
     # refused before anything was loaded
     assert_same_tensors(snapshot(fresh)[0], before)
     assert fresh.n_step == 0
+
+
+def test_meters_hold_the_steps_losses(make_tiny_faster_rcnn):
+    # the losses reach the meters (and the non-finite check) in one
+    # transfer: the same numbers as the step's tensors
+    from trainer import loss_values
+    trainer = FasterRCNNTrainer(make_tiny_faster_rcnn())
+    img = torch.rand(1, 3, 64, 96) * 255
+    bbox = torch.tensor([[[8., 8., 40., 50.]]])
+    np.random.seed(0)
+    losses = trainer.train_step(img, bbox, torch.tensor([[1]]), 1.)
+    means = trainer.get_meter_data()
+    for name, value in losses._asdict().items():
+        assert means[name] == pytest.approx(value.item(), rel=1e-6)
+    floats = LossTuple(1., 2., 3., 4., 10.)
+    assert loss_values(floats) is floats
