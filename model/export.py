@@ -126,7 +126,7 @@ class ExportableFasterRCNN(nn.Module):
                              'shape (1, 3, H, W), got {}'.format(
                                  tuple(x.shape)))
         n_class = faster_rcnn.n_class
-        size = size.to(x.dtype)
+        size = size.to(device=x.device, dtype=x.dtype)
         scale = x.shape[3] / size[1]
         h = faster_rcnn.extractor(x)
         rois = _propose(faster_rcnn.rpn, h, x.shape[2:], scale)

@@ -12,6 +12,7 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
 import train
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
@@ -116,7 +117,6 @@ def test_coco_training_with_the_coco_metric(coco_data, toy_model, tmp_path,
     assert best_map == pytest.approx(result['map'])
     assert -1 <= best_map <= 1
 
-    import torch
     for name in ('best.pth', 'last.pth'):
         checkpoint = torch.load(str(tmp_path / 'ck' / name))
         assert checkpoint['label_names'] == list(SORTED_NAMES)
@@ -222,7 +222,6 @@ def test_label_names_option(tmp_path):
 def test_voc_layout_with_own_class_names(tmp_path, toy_model):
     """A VOC-layout folder of two classes, named by --label-names: one
     epoch, the names recorded in the checkpoint."""
-    import torch
     names = ('cross', 'circle')
     voc_dir = generate_voc(str(tmp_path / 'two'), n_images=6, seed=3,
                            label_names=names)
