@@ -247,3 +247,20 @@ def test_voc_class_not_in_label_names(tmp_path, capsys):
     assert message.endswith(".xml has an object of class 'circle', not one "
                             'of --label-names (cross, ring)')
     assert not (tmp_path / 'ck').exists()
+
+
+def test_datasets_take_a_ready_db(coco_data):
+    """Dataset and TestDataset wrap any db with get_example and len (here
+    a COCO one, without opt.data saying so)."""
+    from types import SimpleNamespace
+    from data.coco_dataset import COCOBboxDataset
+    from data.dataset import Dataset, TestDataset
+    opt = SimpleNamespace(voc_data_dir='nowhere', min_size=128,
+                          max_size=128, caffe_pretrain=False)
+    db = COCOBboxDataset(coco_data['test_ann'], coco_data['img_dir'])
+    img, bbox, label, scale = Dataset(opt, db=db)[0]
+    assert img.shape == (3, 128, 128) and scale == 0.5  # 256 px images
+    assert Dataset(opt, db=db).db is db and len(Dataset(opt, db=db)) == 3
+    img, size, bbox, label, difficult = TestDataset(opt, db=db)[0]
+    assert img.shape == (3, 128, 128) and tuple(size) == (256, 256)
+    np.testing.assert_array_equal(bbox, db.get_example(0)[1])
