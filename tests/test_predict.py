@@ -199,3 +199,22 @@ def test_script_exit_status(tmp_path):
                              'expected files ending in .jpg, .jpeg, .png, '
                              '.bmp, .gif, .tif, .tiff, .webp, .ppm, .pgm\n'
                              .format(tmp_path))
+
+
+def test_image_too_small_for_the_network_is_skipped(checkpoint, tmp_path,
+                                                     capsys):
+    """A 2 x 600 strip is 1 x 256 once resized, under one feature stride;
+    it is named and skipped, the other image processed."""
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    Image.new('RGB', (600, 2)).save(folder / 'strip.png')
+    Image.new('RGB', (300, 200)).save(folder / 'plain.png')
+    n, skipped = predict.predict(checkpoint, [str(folder)],
+                                 str(tmp_path / 'out'))
+    assert n == 1
+    assert skipped == ['skipped {}: image of size 1x256 is smaller than one '
+                       'feature stride (8 px) on a side'.format(
+                           folder / 'strip.png')]
+    assert _skipped_lines(capsys.readouterr().err) == skipped
+    assert sorted(os.listdir(tmp_path / 'out')) == [
+        'detections.json', 'images.json', 'plain.png']
