@@ -180,13 +180,27 @@ class FasterRCNN(nn.Module):
         Raises:
             ValueError: if a tensor's shape differs from this model's, as
                 when the checkpoint was trained for another number of
-                classes; or if the checkpoint's head pooled its RoIs
+                classes; if (with ``strict``) the tensors are another
+                model's, as another backbone's; or if the checkpoint's head
+                pooled its RoIs
                 otherwise (RoIPool or RoIAlign, see ``roi_op``), before any
                 weight is copied.
         """
         state_dict = dict(state_dict)
         state_dict.setdefault('_extra_state', self.get_extra_state())
         own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                'checkpoint does not fit this {}: {} of its tensors are not '
+                'in the checkpoint{} and {} of the checkpoint\'s are not in '
+                'it{}; the checkpoint holds another model (another '
+                'backbone?)'.format(
+                    type(self).__name__, len(missing),
+                    ' ({}, ...)'.format(missing[0]) if missing else '',
+                    len(unexpected),
+                    ' ({}, ...)'.format(unexpected[0]) if unexpected else ''))
         for key, value in state_dict.items():
             if (key in own and isinstance(value, torch.Tensor)
                     and value.shape != own[key].shape):

@@ -287,3 +287,17 @@ def test_train_py_refuses_an_unknown_backbone(tmp_path):
     with pytest.raises(UsageError, match='backbone'):
         train.train(data='voc', voc_data_dir=data_dir, backbone='resnet18',
                     num_workers=0, test_num_workers=0, device='cpu')
+
+
+def test_a_checkpoint_of_another_backbone_is_a_value_error(tmp_path):
+    torch.manual_seed(0)
+    resnet = FasterRCNNResNet50(n_fg_class=N_FG_CLASS, pretrained_model=None,
+                                **SMALL)
+    path = FasterRCNNTrainer(resnet).save(save_path=str(tmp_path / 'r.pth'))
+    with pytest.raises(ValueError, match='another backbone') as info:
+        build_model(dict(backbone='vgg16'), N_FG_CLASS,
+                    pretrained_model=None).load_state_dict(
+                        torch.load(path)['model'])
+    assert 'FasterRCNNVGG16' in str(info.value)
+    with pytest.raises(ValueError, match='another backbone'):
+        FasterRCNNResNet101(n_fg_class=N_FG_CLASS, pretrained_model=path)
