@@ -310,7 +310,9 @@ class FasterRCNN(nn.Module):
             raise ValueError('predict(visualize=False) needs sizes, the (H, W) '
                              'of each original image, one per image')
 
-        was_training, preset = self.training, self.preset
+        # the mode, the preset and thresholds set by hand, as they were
+        was_training = self.training
+        preset = (self.preset, self.nms_thresh, self.score_thresh)
         self.eval()
         if visualize:
             self.use_preset('visualize')
@@ -318,7 +320,7 @@ class FasterRCNN(nn.Module):
             results = self._predict_batch(imgs, sizes)
         finally:
             self.train(was_training)
-            self.use_preset(preset)
+            self.preset, self.nms_thresh, self.score_thresh = preset
         bboxes, labels, scores = (list(r) for r in zip(*results)) \
             if results else ([], [], [])
         return bboxes, labels, scores

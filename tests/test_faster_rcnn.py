@@ -440,3 +440,13 @@ def test_trainer_on_an_image_without_objects(make_tiny_faster_rcnn):
     assert losses.roi_loc_loss.item() == 0
     trainer.train_step(img, torch.zeros(1, 0, 4),
                        torch.zeros(1, 0, dtype=torch.int32), 1.)
+
+
+def test_predict_keeps_thresholds_set_by_hand(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    model.score_thresh, model.nms_thresh = 0.2, 0.5
+    img = np.zeros((3, 64, 64), np.float32)
+    model.predict([img], sizes=[(64, 64)])
+    model.predict([img * 255], visualize=True)
+    assert (model.score_thresh, model.nms_thresh) == (0.2, 0.5)
+    assert model.preset == 'evaluate'
