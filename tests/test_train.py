@@ -49,6 +49,7 @@ def tiny_data(tmp_path):
     return generate_voc(str(tmp_path / 'tiny_voc'), n_images=8, seed=2)
 
 
+@pytest.mark.slow  # trains for minutes
 def test_toy_training_beats_an_untrained_model(toy_run):
     # Measured here: the untrained model scores 0.003, the four epochs of
     # the fixture 0.61 (0.14, 0.23, 0.54 and 0.61 after each; runs on other
@@ -68,6 +69,7 @@ def test_toy_training_beats_an_untrained_model(toy_run):
     assert toy_run['best_map'] > untrained_map + 0.35
 
 
+@pytest.mark.slow  # trains for minutes
 def test_toy_run_leaves_checkpoints_and_a_picture(toy_run):
     out = toy_run['out_dir']
     for name in ('best.pth', 'last.pth', 'predictions.png'):
@@ -81,6 +83,7 @@ def test_toy_run_leaves_checkpoints_and_a_picture(toy_run):
     assert last['other_info']['best_map'] == pytest.approx(toy_run['best_map'])
 
 
+@pytest.mark.slow  # trains for minutes
 def test_demo_notebook_runs_against_a_trained_checkpoint(toy_run):
     nbformat = pytest.importorskip('nbformat')
     nbclient = pytest.importorskip('nbclient')
@@ -167,6 +170,7 @@ def test_interrupt_saves_a_checkpoint_that_resume_continues(
     assert last['other_info']['best_map'] >= best_map
 
 
+@pytest.mark.slow  # trains for minutes
 def test_sigterm_saves_a_checkpoint(tiny_data, tmp_path):
     out = tmp_path / 'ck'
     args = ['--{}={}'.format(k, v) for k, v in _options(
@@ -189,6 +193,7 @@ def test_sigterm_saves_a_checkpoint(tiny_data, tmp_path):
     assert os.path.exists(str(out / 'interrupted.pth'))
 
 
+@pytest.mark.slow  # trains for minutes
 def test_checkpoint_of_another_class_count_is_refused(toy_run):
     trainer = FasterRCNNTrainer(FasterRCNNToy(n_fg_class=3))
     with pytest.raises(ValueError, match='another number of classes'):
