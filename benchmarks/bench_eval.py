@@ -5,8 +5,8 @@ Run from the repository root::
     python benchmarks/bench_eval.py
 
 Times, in one run and on the same seeded inputs, the original's evaluation
-(chainercv's ``eval_detection_voc``, copied below as
-:func:`original_eval_detection_voc`, numpy throughout) and
+(chainercv's ``eval_detection_voc``, transcribed in
+:func:`reference.original.eval_detection_voc`, numpy throughout) and
 :func:`utils.eval_tool.eval_detection_voc`, checks that both give the same
 average precisions bit for bit, and prints the medians and their ratio, at
 VOC2007-test scale (4952 images, 300 detections each, about 2.4 ground truth
@@ -18,150 +18,13 @@ import platform
 import statistics
 import sys
 import time
-from collections import defaultdict
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reference import original  # noqa: E402
 from utils.eval_tool import eval_detection_voc  # noqa: E402
-
-
-# ------------------------------------------------ the original, numpy only
-
-def original_bbox_iou(bbox_a, bbox_b):
-    """chainercv's ``bbox_iou``: IoU of every pair, boxes
-    ``(y_min, x_min, y_max, x_max)`` of shapes :math:`(N, 4)` and
-    :math:`(K, 4)`; returns shape :math:`(N, K)`."""
-    tl = np.maximum(bbox_a[:, None, :2], bbox_b[:, :2])
-    br = np.minimum(bbox_a[:, None, 2:], bbox_b[:, 2:])
-    area_i = np.prod(br - tl, axis=2) * (tl < br).all(axis=2)
-    area_a = np.prod(bbox_a[:, 2:] - bbox_a[:, :2], axis=1)
-    area_b = np.prod(bbox_b[:, 2:] - bbox_b[:, :2], axis=1)
-    return area_i / (area_a[:, None] + area_b - area_i)
-
-
-def original_eval_detection_voc(
-        pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels,
-        gt_difficults=None, iou_thresh=0.5, use_07_metric=False):
-    """chainercv's ``eval_detection_voc``, as the original design has it."""
-    prec, rec = original_calc_detection_voc_prec_rec(
-        pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels,
-        gt_difficults, iou_thresh=iou_thresh)
-    ap = original_calc_detection_voc_ap(prec, rec, use_07_metric=use_07_metric)
-    return {'ap': ap, 'map': np.nanmean(ap)}
-
-
-def original_calc_detection_voc_prec_rec(
-        pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels,
-        gt_difficults=None, iou_thresh=0.5):
-    """chainercv's ``calc_detection_voc_prec_rec``: per image, per class,
-    predictions sorted by ``argsort()[::-1]`` of their scores and matched
-    greedily to their best ground truth box."""
-    if gt_difficults is None:
-        gt_difficults = [None] * len(gt_bboxes)
-    n_pos = defaultdict(int)
-    score = defaultdict(list)
-    match = defaultdict(list)
-
-    for pred_bbox, pred_label, pred_score, gt_bbox, gt_label, gt_difficult \
-            in zip(pred_bboxes, pred_labels, pred_scores,
-                   gt_bboxes, gt_labels, gt_difficults):
-        if gt_difficult is None:
-            gt_difficult = np.zeros(gt_bbox.shape[0], dtype=bool)
-
-        for l in np.unique(np.concatenate((pred_label, gt_label)).astype(int)):
-            pred_mask_l = pred_label == l
-            pred_bbox_l = pred_bbox[pred_mask_l]
-            pred_score_l = pred_score[pred_mask_l]
-            order = pred_score_l.argsort()[::-1]
-            pred_bbox_l = pred_bbox_l[order]
-            pred_score_l = pred_score_l[order]
-
-            gt_mask_l = gt_label == l
-            gt_bbox_l = gt_bbox[gt_mask_l]
-            gt_difficult_l = gt_difficult[gt_mask_l]
-
-            n_pos[l] += np.logical_not(gt_difficult_l).sum()
-            score[l].extend(pred_score_l)
-
-            if len(pred_bbox_l) == 0:
-                continue
-            if len(gt_bbox_l) == 0:
-                match[l].extend((0,) * pred_bbox_l.shape[0])
-                continue
-
-            pred_bbox_l = pred_bbox_l.copy()
-            pred_bbox_l[:, 2:] += 1
-            gt_bbox_l = gt_bbox_l.copy()
-            gt_bbox_l[:, 2:] += 1
-
-            iou = original_bbox_iou(pred_bbox_l, gt_bbox_l)
-            gt_index = iou.argmax(axis=1)
-            gt_index[iou.max(axis=1) < iou_thresh] = -1
-            del iou
-
-            selec = np.zeros(gt_bbox_l.shape[0], dtype=bool)
-            for gt_idx in gt_index:
-                if gt_idx >= 0:
-                    if gt_difficult_l[gt_idx]:
-                        match[l].append(-1)
-                    else:
-                        if not selec[gt_idx]:
-                            match[l].append(1)
-                        else:
-                            match[l].append(0)
-                    selec[gt_idx] = True
-                else:
-                    match[l].append(0)
-
-    n_fg_class = max(n_pos.keys()) + 1
-    prec = [None] * n_fg_class
-    rec = [None] * n_fg_class
-
-    for l in n_pos.keys():
-        score_l = np.array(score[l])
-        match_l = np.array(match[l], dtype=np.int8)
-
-        order = score_l.argsort()[::-1]
-        match_l = match_l[order]
-
-        tp = np.cumsum(match_l == 1)
-        fp = np.cumsum(match_l == 0)
-
-        with np.errstate(invalid='ignore'):
-            prec[l] = tp / (fp + tp)
-        if n_pos[l] > 0:
-            rec[l] = tp / n_pos[l]
-
-    return prec, rec
-
-
-def original_calc_detection_voc_ap(prec, rec, use_07_metric=False):
-    """chainercv's ``calc_detection_voc_ap``."""
-    n_fg_class = len(prec)
-    ap = np.empty(n_fg_class)
-    for l in range(n_fg_class):
-        if prec[l] is None or rec[l] is None:
-            ap[l] = np.nan
-            continue
-
-        if use_07_metric:
-            ap[l] = 0
-            for t in np.arange(0., 1.1, 0.1):
-                if np.sum(rec[l] >= t) == 0:
-                    p = 0
-                else:
-                    p = np.max(np.nan_to_num(prec[l])[rec[l] >= t])
-                ap[l] += p / 11
-        else:
-            mpre = np.concatenate(([0], np.nan_to_num(prec[l]), [0]))
-            mrec = np.concatenate(([0], rec[l], [1]))
-            mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-            i = np.where(mrec[1:] != mrec[:-1])[0]
-            ap[l] = np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
-
-    return ap
 
 
 # ------------------------------------------------------------- the inputs
@@ -254,7 +117,7 @@ def bench(n_images, n_det, repeats):
               sum(int(d.sum()) for d in inputs[5]), repeats))
     for use_07_metric in (True, False):
         (t_orig, t_ours), (orig, ours) = median_times([
-            lambda: original_eval_detection_voc(
+            lambda: original.eval_detection_voc(
                 *inputs, use_07_metric=use_07_metric),
             lambda: eval_detection_voc(*inputs, use_07_metric=use_07_metric),
         ], repeats)

@@ -2,8 +2,9 @@
 to compare with.
 
 This is chenyuntc/simple-faster-rcnn-pytorch's ``model/utils/bbox_tools.py``,
-``model/utils/creator_tool.py`` and ``_enumerate_shifted_anchor`` of
-``model/region_proposal_network.py`` (which descend from chainercv), kept as
+``model/utils/creator_tool.py``, ``_enumerate_shifted_anchor`` of
+``model/region_proposal_network.py`` and the VOC evaluation of
+``utils/eval_tool.py`` (which descend from chainercv), kept as
 slow and obvious as they were: numpy throughout, ``np.random.choice`` drawn
 directly on the index arrays, ``argsort()[::-1]`` for the proposal order and
 torchvision's ``nms`` on CPU tensors (the original's latest version, with the
@@ -12,12 +13,21 @@ tests use it to prove that the torch implementation, seeded alike, gives the
 same numbers and draws the same samples, and the benchmarks time it beside
 the library.
 
-The only liberty taken: ``ProposalCreator`` takes a ``parent_training`` flag
-instead of a parent module, so that the tests need no module to drive it.
+The liberties taken: ``ProposalCreator`` takes a ``parent_training`` flag
+instead of a parent module, so that the tests need no module to drive it;
+``calc_detection_voc_prec_rec`` takes the IoU function as a ``bbox_iou``
+keyword (by default :func:`bbox_iou`, the one the original's evaluation
+imports from ``bbox_tools``, applied to boxes with 1 added to their maxima),
+so that the tests can swap in torch's type rules, which the previous
+``eval_tool`` computed with, and it silences numpy's warning for the ``nan``
+precision before a first true or false positive (a difficult match).
 Like the original, ``AnchorTargetCreator`` and ``ProposalTargetCreator`` fail
 on an image without gt boxes (``argmax`` of an empty sequence); the tests
 compare with them only where there are gt boxes.
 """
+import itertools
+from collections import defaultdict
+
 import numpy as np
 import torch
 from torchvision.ops import nms
@@ -359,3 +369,156 @@ class ProposalCreator:
             keep = keep[:n_post_nms]
         roi = roi[keep.cpu().numpy()]
         return roi
+
+
+# ------------------------------- eval_tool (chainercv's eval_detection_voc)
+
+def eval_detection_voc(
+        pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels,
+        gt_difficults=None, iou_thresh=0.5, use_07_metric=False):
+    prec, rec = calc_detection_voc_prec_rec(
+        pred_bboxes, pred_labels, pred_scores,
+        gt_bboxes, gt_labels, gt_difficults,
+        iou_thresh=iou_thresh)
+
+    ap = calc_detection_voc_ap(prec, rec, use_07_metric=use_07_metric)
+
+    return {'ap': ap, 'map': np.nanmean(ap)}
+
+
+def calc_detection_voc_prec_rec(
+        pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels,
+        gt_difficults=None, iou_thresh=0.5, bbox_iou=bbox_iou):
+    pred_bboxes = iter(pred_bboxes)
+    pred_labels = iter(pred_labels)
+    pred_scores = iter(pred_scores)
+    gt_bboxes = iter(gt_bboxes)
+    gt_labels = iter(gt_labels)
+    if gt_difficults is None:
+        gt_difficults = itertools.repeat(None)
+    else:
+        gt_difficults = iter(gt_difficults)
+
+    n_pos = defaultdict(int)
+    score = defaultdict(list)
+    match = defaultdict(list)
+
+    for pred_bbox, pred_label, pred_score, gt_bbox, gt_label, gt_difficult \
+            in zip(pred_bboxes, pred_labels, pred_scores,
+                   gt_bboxes, gt_labels, gt_difficults):
+
+        if gt_difficult is None:
+            gt_difficult = np.zeros(gt_bbox.shape[0], dtype=bool)
+
+        for l in np.unique(np.concatenate((pred_label, gt_label)).astype(int)):
+            pred_mask_l = pred_label == l
+            pred_bbox_l = pred_bbox[pred_mask_l]
+            pred_score_l = pred_score[pred_mask_l]
+            # sort by score
+            order = pred_score_l.argsort()[::-1]
+            pred_bbox_l = pred_bbox_l[order]
+            pred_score_l = pred_score_l[order]
+
+            gt_mask_l = gt_label == l
+            gt_bbox_l = gt_bbox[gt_mask_l]
+            gt_difficult_l = gt_difficult[gt_mask_l]
+
+            n_pos[l] += np.logical_not(gt_difficult_l).sum()
+            score[l].extend(pred_score_l)
+
+            if len(pred_bbox_l) == 0:
+                continue
+            if len(gt_bbox_l) == 0:
+                match[l].extend((0,) * pred_bbox_l.shape[0])
+                continue
+
+            # VOC evaluation follows integer typed bounding boxes.
+            pred_bbox_l = pred_bbox_l.copy()
+            pred_bbox_l[:, 2:] += 1
+            gt_bbox_l = gt_bbox_l.copy()
+            gt_bbox_l[:, 2:] += 1
+
+            iou = bbox_iou(pred_bbox_l, gt_bbox_l)
+            gt_index = iou.argmax(axis=1)
+            # set -1 if there is no matching ground truth
+            gt_index[iou.max(axis=1) < iou_thresh] = -1
+            del iou
+
+            selec = np.zeros(gt_bbox_l.shape[0], dtype=bool)
+            for gt_idx in gt_index:
+                if gt_idx >= 0:
+                    if gt_difficult_l[gt_idx]:
+                        match[l].append(-1)
+                    else:
+                        if not selec[gt_idx]:
+                            match[l].append(1)
+                        else:
+                            match[l].append(0)
+                    selec[gt_idx] = True
+                else:
+                    match[l].append(0)
+
+    for iter_ in (
+            pred_bboxes, pred_labels, pred_scores,
+            gt_bboxes, gt_labels, gt_difficults):
+        if next(iter_, None) is not None:
+            raise ValueError('Length of input iterables need to be same.')
+
+    n_fg_class = max(n_pos.keys()) + 1
+    prec = [None] * n_fg_class
+    rec = [None] * n_fg_class
+
+    for l in n_pos.keys():
+        score_l = np.array(score[l])
+        match_l = np.array(match[l], dtype=np.int8)
+
+        order = score_l.argsort()[::-1]
+        match_l = match_l[order]
+
+        tp = np.cumsum(match_l == 1)
+        fp = np.cumsum(match_l == 0)
+
+        # If an element of fp + tp is 0,
+        # the corresponding element of prec[l] is nan.
+        with np.errstate(invalid='ignore'):
+            prec[l] = tp / (fp + tp)
+        # If n_pos[l] is 0, rec[l] is None.
+        if n_pos[l] > 0:
+            rec[l] = tp / n_pos[l]
+
+    return prec, rec
+
+
+def calc_detection_voc_ap(prec, rec, use_07_metric=False):
+    n_fg_class = len(prec)
+    ap = np.empty(n_fg_class)
+    for l in range(n_fg_class):
+        if prec[l] is None or rec[l] is None:
+            ap[l] = np.nan
+            continue
+
+        if use_07_metric:
+            # 11 point metric
+            ap[l] = 0
+            for t in np.arange(0., 1.1, 0.1):
+                if np.sum(rec[l] >= t) == 0:
+                    p = 0
+                else:
+                    p = np.max(np.nan_to_num(prec[l])[rec[l] >= t])
+                ap[l] += p / 11
+        else:
+            # correct AP calculation
+            # first append sentinel values at the end
+            mpre = np.concatenate(([0], np.nan_to_num(prec[l]), [0]))
+            mrec = np.concatenate(([0], rec[l], [1]))
+
+            mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+
+            # to calculate area under PR curve, look for points
+            # where X axis (recall) changes value
+            i = np.where(mrec[1:] != mrec[:-1])[0]
+
+            # and sum (\Delta recall) * prec
+            ap[l] = np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+
+    return ap
