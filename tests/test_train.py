@@ -102,7 +102,7 @@ def test_demo_notebook_runs_against_a_trained_checkpoint(toy_run):
 
 
 def test_unknown_option_is_rejected_with_the_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match='--not_an_option.*valid options'):
+    with pytest.raises(ValueError, match='--not_an_option.*Valid options'):
         train.train(not_an_option=1)
 
 
