@@ -72,6 +72,7 @@ def assert_weights(model, state):
             assert torch.equal(got[key], value), key
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 def test_original_checkpoint_brings_its_preprocessing(original_checkpoint):
     # Three ways in: the constructor, the trainer, the library's loader.
     path = original_checkpoint['path']
@@ -91,6 +92,7 @@ def test_original_checkpoint_brings_its_preprocessing(original_checkpoint):
     assert isinstance(loaded, FasterRCNNVGG16) and not loaded.training
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 def test_predict_of_an_original_caffe_checkpoint_feeds_caffe_input(
         original_checkpoint, monkeypatch):
     import model.faster_rcnn as faster_rcnn_module
@@ -107,6 +109,7 @@ def test_predict_of_an_original_caffe_checkpoint_feeds_caffe_input(
     assert seen == [dict(min_size=480, max_size=800, caffe_pretrain=True)]
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 def test_bare_state_dict_keeps_the_constructors_settings(
         original_checkpoint, tmp_path):
     # The original's published chainer-converted weights are a bare state
@@ -181,6 +184,7 @@ def caffe_file(tmp_path_factory):
     os.remove(path)
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 def test_converter_writes_what_caffe_pretrain_loads(caffe_file, tmp_path):
     dst = str(tmp_path / 'checkpoints' / 'vgg16_caffe.pth')
     assert convert_caffe_vgg16(src=caffe_file['path'], dst=dst) == dst

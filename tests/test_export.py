@@ -227,6 +227,7 @@ def test_torch_export_keeps_zero_or_one_detection(faster_rcnn, n_above):
     _assert_same(expected, _run_torch(program.module(), x, size))
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 @pytest.mark.parametrize('roi_op', ['pool', 'align'])
 def test_onnx_equals_predict(roi_op, tmp_path):
     """One ONNX file, two image sizes, onnxruntime against predict; RoI

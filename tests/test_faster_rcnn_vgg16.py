@@ -207,6 +207,7 @@ def test_torchvision_weights_from_the_hub_cache(vgg16_file, monkeypatch):
     assert model.extractor[10].weight.requires_grad
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 def test_caffe_weights_and_a_trained_checkpoint(vgg16_file, monkeypatch,
                                                 tmp_path):
     model = FasterRCNNVGG16(n_fg_class=N_FG_CLASS, pretrained_model='caffe',

@@ -81,6 +81,7 @@ def export_as_the_readme_says(user_dir):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 @pytest.mark.parametrize('index', range(len(PYTHON_BLOCKS)))
 def test_python_block_runs_from_another_directory(index, user_dir):
     if 'model.onnx' in PYTHON_BLOCKS[index]:
@@ -136,6 +137,7 @@ def test_train_commands_use_only_real_options():
     assert seen >= 2
 
 
+@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
 def test_caffe_converter_command_runs(tmp_path):
     line = next(line for line in SHELL_LINES if 'convert_caffe_vgg16' in line)
     words = next(commands(line))
