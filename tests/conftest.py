@@ -98,6 +98,22 @@ def make_tiny_faster_rcnn():
     return build_tiny_faster_rcnn
 
 
+# ------------------------------------------------ an offline torch hub
+
+def use_hub(monkeypatch, home):
+    """Points torch.hub at home (TORCH_HOME and the hub dir), restored after
+    the test, and makes any download fail."""
+    monkeypatch.setenv('TORCH_HOME', str(home))
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(home / 'hub'),
+                        raising=False)
+    assert torch.hub.get_dir() == str(home / 'hub')
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('offline')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+
+
 # ------------------------------------------------------ a visdom server
 # ``python -m visdom.server`` first downloads its web assets and dies
 # offline; the server's own entry point ``visdom.server.run_server.main()``

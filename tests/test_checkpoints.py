@@ -4,7 +4,6 @@ whose preprocessing differs from its datasets'. Files are written by the
 tests in the original's format: its parameter names and only its config
 fields. Nothing is downloaded."""
 import os
-import urllib.error
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import torch
 import torchvision
 
 import train
+from conftest import use_hub
 from model import FasterRCNNToy, FasterRCNNVGG16, load_detector
 from model.utils.convert_caffe_vgg16 import FILE_NAME, convert_caffe_vgg16
 from trainer import FasterRCNNTrainer
@@ -212,14 +212,7 @@ def test_converter_refuses_a_file_already_in_torchvision_layout(
 
 
 def test_converter_offline_says_which_file_and_where(tmp_path, monkeypatch):
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
-    monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'),
-                        raising=False)
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError('offline')
-
-    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    use_hub(monkeypatch, tmp_path)
     with pytest.raises(RuntimeError) as info:
         convert_caffe_vgg16(dst=str(tmp_path / 'out.pth'))
     message = str(info.value)

@@ -5,7 +5,6 @@ from a file the test writes into a temporary torch hub cache, the offline
 error, checkpoints, and the backbone option of build_model and train.py.
 Nothing is downloaded."""
 import os
-import urllib.error
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, RoIAlign
 
 import model as model_package
+from conftest import use_hub
 from model import (FasterRCNNResNet50, FasterRCNNResNet101, build_model,
                    load_detector)
 from model.faster_rcnn_resnet import ResNetRoIHead
@@ -33,20 +33,6 @@ def resnet_model():
     torch.manual_seed(0)
     return FasterRCNNResNet50(n_fg_class=N_FG_CLASS, pretrained_model=None,
                               **SMALL)
-
-
-def use_hub(monkeypatch, home):
-    """Points torch.hub at home/hub, restored after the test, and makes any
-    download fail."""
-    monkeypatch.setenv('TORCH_HOME', str(home))
-    monkeypatch.setattr(torch.hub, '_hub_dir', str(home / 'hub'),
-                        raising=False)
-    assert torch.hub.get_dir() == str(home / 'hub')
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError('offline')
-
-    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
 
 
 @pytest.fixture(scope='module')

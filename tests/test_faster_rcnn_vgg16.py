@@ -4,7 +4,6 @@ cache, a caffe file, offline failures, a trained checkpoint) with weight files
 the tests write themselves. Nothing is downloaded."""
 import inspect
 import os
-import urllib.error
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torchvision
 from torch import nn
 
 import model.faster_rcnn as faster_rcnn_module
+from conftest import use_hub
 from model import FasterRCNNVGG16
 from model.faster_rcnn_vgg16 import VGG16RoIHead, decom_vgg16
 from model.utils.bbox_tools import generate_anchor_base
@@ -60,20 +60,6 @@ def vgg16_file(tmp_path_factory):
     # pytest keeps the temporary folders of recent runs: not 500 MB each
     os.remove(caffe_path)
     os.remove(path)
-
-
-def use_hub(monkeypatch, home):
-    """Points torch.hub at home (TORCH_HOME and the hub dir), restored after
-    the test, and makes any download fail."""
-    monkeypatch.setenv('TORCH_HOME', str(home))
-    monkeypatch.setattr(torch.hub, '_hub_dir', str(home / 'hub'),
-                        raising=False)
-    assert torch.hub.get_dir() == str(home / 'hub')
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError('offline')
-
-    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
 
 
 def assert_vgg_weights(model, state):
