@@ -57,26 +57,35 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def train_rate(trainer, n, size, steps, device, rng):
-    """Training images a second at batch size n."""
-    def step():
-        imgs, bboxes, labels = batch(rng, n, size)
-        trainer.train_step(imgs.to(device), [b.to(device) for b in bboxes],
-                           [label.to(device) for label in labels], 1.)
-    step()  # warm-up
+def device_batch(rng, n, size, device):
+    """N random images with their boxes and labels, on ``device``."""
+    imgs, bboxes, labels = batch(rng, n, size)
+    return (imgs.to(device), [b.to(device) for b in bboxes],
+            [label.to(device) for label in labels])
+
+
+def images_per_second(call, n, steps, device):
+    """Images a second of ``call``, which handles n images: one warm-up
+    call, then ``steps`` timed ones."""
+    call()
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        call()
     synchronize(device)
     return n * steps / (time.perf_counter() - start)
 
 
+def train_rate(trainer, n, size, steps, device, rng):
+    """Training images a second at batch size n."""
+    def step():
+        trainer.train_step(*device_batch(rng, n, size, device), 1.)
+    return images_per_second(step, n, steps, device)
+
+
 def syncs_per_step(trainer, n, size, device, rng):
     """Host synchronisations in one CUDA training step."""
-    imgs, bboxes, labels = batch(rng, n, size)
-    imgs, bboxes = imgs.to(device), [b.to(device) for b in bboxes]
-    labels = [label.to(device) for label in labels]
+    imgs, bboxes, labels = device_batch(rng, n, size, device)
     synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
@@ -97,13 +106,7 @@ def predict_rate(model, n, size, steps, device, amp, rng):
     def call():
         with autocast(device, amp):
             model.predict(imgs, sizes)
-    call()  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        call()
-    synchronize(device)
-    return n * steps / (time.perf_counter() - start)
+    return images_per_second(call, n, steps, device)
 
 
 def child(args):
