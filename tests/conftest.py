@@ -7,6 +7,7 @@ and this folder go on ``sys.path`` so that ``import model`` and
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -112,6 +113,31 @@ def use_hub(monkeypatch, home):
         raise urllib.error.URLError('offline')
 
     monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+
+
+# ------------------------------------------- a command stopped by SIGTERM
+
+def sigterm_once_under_way(command, until, **popen_kwargs):
+    """Starts ``command``, reads its output until a line holds ``until``,
+    then sends it SIGTERM.
+
+    Returns:
+        (int, str): its exit status and the output after the signal.
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            **popen_kwargs)
+    try:
+        seen = ''
+        while until not in seen:
+            line = proc.stdout.readline()
+            assert line, 'the command ended early:\n' + seen
+            seen += line.replace('\r', '\n')
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, rest
 
 
 # ------------------------------------------------------ a visdom server

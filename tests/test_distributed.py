@@ -3,8 +3,6 @@ process steps on both their images, a non-finite loss stops both, their
 evaluation equals one process's; command-line mistakes; and (slow) short
 torchrun runs of train.py."""
 import os
-import signal
-import socket
 import subprocess
 import sys
 import types
@@ -17,23 +15,18 @@ from torch import multiprocessing as mp
 from torch.utils.data import DataLoader
 
 import train
-from conftest import ROOT_DIR, build_tiny_faster_rcnn
+from conftest import (ROOT_DIR, build_tiny_faster_rcnn, free_port,
+                      sigterm_once_under_way)
 from data.dataset import TestDataset
 from data.sampler import collate_test, eval_batches
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from model.faster_rcnn_toy import FasterRCNNToy
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
-from trainer import FasterRCNNTrainer, LossTuple
+from trainer import FasterRCNNTrainer
 from utils import distributed
 from utils.config import UsageError
 
 WORLD_SIZE = 2
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _spawn(worker, tmp_path, *args):
@@ -212,7 +205,7 @@ def tiny_data(tmp_path):
 def _options(data_dir, out_dir, **kwargs):
     options = dict(data='toy', voc_data_dir=str(data_dir),
                    out_dir=str(out_dir), seed=0, num_workers=0,
-                   test_num_workers=0, port=_free_port(), device='cpu',
+                   test_num_workers=0, port=free_port(), device='cpu',
                    epoch=1)
     options.update(kwargs)
     return options
@@ -287,20 +280,11 @@ def test_sigterm_to_torchrun_stops_every_process_and_saves(tmp_path):
     data_dir = generate_voc(str(tmp_path / 'toy'), n_images=12, seed=5)
     out = tmp_path / 'ck'
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen(_torchrun(data_dir, out, '--epoch=100'),
-                            cwd=ROOT_DIR, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        seen = ''
-        while 'epoch 1: lr' not in seen:  # a checkpoint is written
-            line = proc.stdout.readline()
-            assert line, 'train.py ended early:\n' + seen
-            seen += line.replace('\r', '\n')
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode != 0
+    returncode, rest = sigterm_once_under_way(
+        _torchrun(data_dir, out, '--epoch=100'),
+        'epoch 1: lr',  # a checkpoint is written
+        cwd=ROOT_DIR, env=env)
+    assert returncode != 0
     assert rest.count('--resume=') == 1, rest
     saved = torch.load(str(out / 'interrupted.pth'), weights_only=False)
     assert saved['other_info']['epoch'] >= 2

@@ -4,8 +4,6 @@ One shortened, seeded toy run is shared by the mAP test and the notebook
 test; the fault tests train on a handful of images.
 """
 import os
-import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -16,7 +14,7 @@ import train
 from model import load_detector
 from data.synthetic import generate_voc
 from model.faster_rcnn_toy import FasterRCNNToy
-from conftest import free_port, window_data
+from conftest import free_port, sigterm_once_under_way, window_data
 from trainer import FasterRCNNTrainer
 from utils.vis_tool import Visualizer
 
@@ -175,20 +173,10 @@ def test_sigterm_saves_a_checkpoint(tiny_data, tmp_path):
     out = tmp_path / 'ck'
     args = ['--{}={}'.format(k, v) for k, v in _options(
         tiny_data, out, epoch=50).items()]
-    proc = subprocess.Popen([sys.executable, 'train.py', 'train'] + args,
-                            cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        seen = ''
-        while 'epoch 1' not in seen:  # training is under way
-            line = proc.stdout.readline()
-            assert line, 'train.py ended early:\n' + seen
-            seen += line.replace('\r', '\n')
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 1
+    returncode, rest = sigterm_once_under_way(
+        [sys.executable, 'train.py', 'train'] + args,
+        'epoch 1', cwd=ROOT)  # 'epoch 1': training is under way
+    assert returncode == 1
     assert '--resume=' in rest
     assert os.path.exists(str(out / 'interrupted.pth'))
 
