@@ -345,7 +345,7 @@ def train(**kwargs):
         generate_voc(opt.voc_data_dir, label_names=label_names)
     distributed.barrier()
 
-    dataloader, testset, test_dataloader = _loaders(opt, label_names)
+    dataloader, testset, test_dataloader = _loaders(opt, label_names, device)
     if opt.data == 'coco':
         label_names = coco_label_names(dataloader.dataset.db, testset.db)
     elif opt.label_names is not None:
@@ -404,10 +404,10 @@ def train(**kwargs):
                     enumerate(dataloader), total=len(dataloader),
                     desc='epoch {}'.format(epoch), disable=not main):
                 _check_stop()
-                imgs = imgs.to(device).float()
-                bboxes = [bbox.to(device) for bbox in bboxes_]
-                labels = [label.to(device) for label in labels_]
-                trainer.train_step(imgs, bboxes, labels, scales, img_sizes)
+                # The gt stays on the host: the trainer checks it there and
+                # the creators move it without waiting.
+                imgs = imgs.to(device, non_blocking=True).float()
+                trainer.train_step(imgs, bboxes_, labels_, scales, img_sizes)
                 if main and (ii + 1) % opt.plot_every == 0 and vis.connected:
                     _plot(trainer, imgs, bboxes_, labels_, img_sizes,
                           label_names)
@@ -514,7 +514,7 @@ def target_creators(config):
         raise UsageError(str(err)) from None
 
 
-def _loaders(opt, label_names):
+def _loaders(opt, label_names, device):
     """The training loader, the test set and its loader.
 
     One process shuffles the whole training set; under torchrun each
@@ -525,7 +525,8 @@ def _loaders(opt, label_names):
     where it can.
 
     A dataset that cannot be read is a command-line mistake (UsageError),
-    reported before any training.
+    reported before any training. For a CUDA ``device`` the training
+    batches come in pinned memory, so that their copy does not wait.
     """
     try:
         dataset = Dataset(opt, label_names=label_names)
@@ -553,13 +554,12 @@ def _loaders(opt, label_names):
     if opt.batch_size > 1:
         batch_sampler = AspectRatioBatchSampler(
             sampler, orientation_groups(train_sizes), opt.batch_size)
-        dataloader = data_.DataLoader(
-            dataset, batch_sampler=batch_sampler, collate_fn=collate,
-            num_workers=opt.num_workers)
+        batching = dict(batch_sampler=batch_sampler)
     else:
-        dataloader = data_.DataLoader(
-            dataset, batch_size=1, sampler=sampler, collate_fn=collate,
-            num_workers=opt.num_workers)
+        batching = dict(batch_size=1, sampler=sampler)
+    dataloader = data_.DataLoader(
+        dataset, collate_fn=collate, num_workers=opt.num_workers,
+        pin_memory=device.type == 'cuda', **batching)
     test_dataloader = data_.DataLoader(
         testset, batch_sampler=eval_batches(
             n_test, opt.test_batch_size, rank, world_size, test_sizes),

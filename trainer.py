@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torchnet.meter import AverageValueMeter, ConfusionMeter
+from torchnet.meter import AverageValueMeter
 
 from model.faster_rcnn import check_head_output, check_img_sizes, check_stride
 from model.region_proposal_network import per_image, shared_or_each
@@ -23,6 +23,7 @@ from model.utils.creator_tool import (AnchorTargetCreator, ProposalTargetCreator
 from model.utils.layers import full_precision
 from utils import distributed
 from utils.amp import autocast, check_amp, grad_scaler
+from utils.meters import ConfusionMatrix
 
 LossTuple = namedtuple('LossTuple', ['rpn_loc_loss', 'rpn_cls_loss',
                                      'roi_loc_loss', 'roi_cls_loss',
@@ -91,8 +92,8 @@ class FasterRCNNTrainer(nn.Module):
         self.n_step = 0
         self._ddp = None  # see wrap_ddp
 
-        self.rpn_cm = ConfusionMeter(2)
-        self.roi_cm = ConfusionMeter(faster_rcnn.n_class)
+        self.rpn_cm = ConfusionMatrix(2)
+        self.roi_cm = ConfusionMatrix(faster_rcnn.n_class)
         self.meters = {k: AverageValueMeter() for k in LossTuple._fields}
 
     def forward(self, imgs, bboxes, labels, scale, img_sizes=None):
@@ -143,8 +144,7 @@ class FasterRCNNTrainer(nn.Module):
             check_stride(features, batch_size, rpn.feat_stride)
             rpn_locs, rpn_scores, rois, roi_indices, anchor = rpn(
                 features, shared_or_each(img_sizes), shared_or_each(scales))
-        counts = torch.bincount(roi_indices.long(),
-                                minlength=len(imgs)).tolist()
+        counts = _roi_counts(roi_indices, len(imgs))
 
         sample_rois, gt_roi_locs, gt_roi_labels = [], [], []
         gt_rpn_locs, gt_rpn_labels = [], []
@@ -206,8 +206,11 @@ class FasterRCNNTrainer(nn.Module):
                                            self.rpn_sigma)
         rpn_cls_loss = F.cross_entropy(rpn_score, gt_rpn_label,
                                        ignore_index=-1)
-        valid = gt_rpn_label > -1
-        self.rpn_cm.add(rpn_score.detach()[valid], gt_rpn_label[valid])
+        # An image smaller than every anchor has no labelled anchor: its
+        # mean over none (nan) becomes 0, with no host read to decide.
+        rpn_cls_loss = torch.where((gt_rpn_label >= 0).any(), rpn_cls_loss,
+                                   rpn_cls_loss.new_zeros(()))
+        self.rpn_cm.add(rpn_score.detach(), gt_rpn_label, ignore_index=-1)
 
         n_sample = roi_cls_loc.shape[0]
         if n_sample == 0:
@@ -400,6 +403,14 @@ class FasterRCNNTrainer(nn.Module):
         return {k: v.value()[0] for k, v in self.meters.items()}
 
 
+def _roi_counts(roi_indices, n):
+    """list of N ints: how many RoIs each image has. One host read, none
+    for a single image."""
+    if n == 1:
+        return [len(roi_indices)]
+    return torch.bincount(roi_indices.long(), minlength=n).tolist()
+
+
 def loss_values(losses):
     """A LossTuple of tensors as floats, moved to the host in one transfer
     (floats pass through)."""
@@ -422,7 +433,9 @@ def _check_batch(imgs, bboxes, labels, n_fg_class):
 
     Returns:
         (list, list): N tensors :math:`(R, 4)` and N tensors :math:`(R,)`,
-        on the device of ``imgs``.
+        where the inputs were: on the host (as the data loader gives them)
+        the checks here and in the creators read nothing from the device,
+        and the creators move them there without waiting.
 
     Raises:
         ValueError: naming the argument, its shape and the expected one
@@ -451,8 +464,8 @@ def _check_batch(imgs, bboxes, labels, n_fg_class):
         raise ValueError('imgs must have shape {} and bboxes {}, got {} and '
                          '{}'.format(expected['imgs'], expected['bboxes'],
                                      tuple(imgs.shape), _shape(bboxes)))
-    bboxes = [torch.as_tensor(bbox, device=imgs.device) for bbox in bboxes]
-    labels = [torch.as_tensor(label, device=imgs.device) for label in labels]
+    bboxes = [torch.as_tensor(bbox) for bbox in bboxes]
+    labels = [torch.as_tensor(label) for label in labels]
     for i, (bbox, label) in enumerate(zip(bboxes, labels)):
         image = '' if n == 1 else ' (image {} of the batch)'.format(i)
         if bbox.ndim != 2 or bbox.shape[1] != 4:

@@ -58,10 +58,10 @@ def synchronize(device):
 
 
 def device_batch(rng, n, size, device):
-    """N random images with their boxes and labels, on ``device``."""
+    """N random images on ``device``, their boxes and labels on the host,
+    as train.py hands them to the trainer."""
     imgs, bboxes, labels = batch(rng, n, size)
-    return (imgs.to(device), [b.to(device) for b in bboxes],
-            [label.to(device) for label in labels])
+    return imgs.to(device), bboxes, labels
 
 
 def images_per_second(call, n, steps, device):

@@ -5,6 +5,7 @@ Tests run from the repository root with ``python -m pytest tests``; the root
 and this folder go on ``sys.path`` so that ``import model`` and
 ``from reference import original`` work however pytest is started.
 """
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 
 import pytest
 import torch
@@ -210,3 +212,56 @@ def wait_until_answering(server, port, log_path):
 def window_data(vis, win, env):
     """The server's record of window ``win`` in ``env``, as a dict."""
     return json.loads(vis.get_window_data(win, env))
+
+
+# --------------------------------------------------- reads of the host
+
+HOST_READS = ('item', 'tolist', 'numpy', '__bool__', '__int__', '__float__',
+              '__index__')
+
+
+@contextlib.contextmanager
+def host_reads(device):
+    """Records what waits on tensor values inside the block.
+
+    On CUDA: every synchronizing call (torch.cuda's sync debug mode), as
+    ``file:line`` of the Python line that made it. On the CPU nothing
+    waits, so the explicit reads stand in for them: each call of
+    :data:`HOST_READS` on a tensor, as the name of the function that made
+    it (dynamic shapes, e.g. ``torch.where(mask)``, are not seen here).
+
+    Yields:
+        list of str: filled in as the block runs.
+    """
+    reads = []
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            torch.cuda.set_sync_debug_mode('warn')
+            try:
+                yield reads
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        reads += ['{}:{}'.format(w.filename, w.lineno) for w in caught
+                  if 'synchroniz' in str(w.message)]
+        return
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def recording(name):
+        def read(self, *args, **kwargs):
+            reads.append(sys._getframe(1).f_code.co_name)
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    own = {name: torch.Tensor.__dict__.get(name) for name in HOST_READS}
+    for name in HOST_READS:
+        setattr(torch.Tensor, name, recording(name))
+    try:
+        yield reads
+    finally:
+        for name in HOST_READS:
+            if own[name] is None:  # inherited from torch._C.TensorBase
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, own[name])

@@ -1,4 +1,4 @@
-"""sampler='torch' in the target creators: torch.randperm on the device of
+"""sampler='torch' in the target creators: torch's RNG on the device of
 the inputs instead of numpy's global RNG. The samples differ from the
 original's; the counts, the candidates and the offsets do not."""
 import numpy as np
@@ -49,10 +49,9 @@ def assert_drawn_from_candidates(draws, device):
 
 
 @pytest.mark.parametrize('seed', SEEDS)
-def test_anchor_target_counts_and_candidates(seed, device, draws):
+def test_anchor_target_counts_and_candidates(seed, device):
     bbox, anchor, img_size = anchor_case(seed, device)
     np_loc, np_label = AnchorTargetCreator()(bbox, anchor, img_size)
-    draws.clear()
     loc, label = AnchorTargetCreator(sampler='torch')(bbox, anchor, img_size)
     assert label.device == device and label.dtype == torch.int32
     assert int((label == 1).sum()) == int((np_label == 1).sum())
@@ -62,10 +61,33 @@ def test_anchor_target_counts_and_candidates(seed, device, draws):
     assert ((label == 1) <= (everything == 1)).all()
     assert ((label == 0) <= (everything == 0)).all()
     torch.testing.assert_close(loc, np_loc, rtol=0, atol=0)
-    # a draw exactly when some candidates are dropped
-    dropped = bool(((label == -1) & (everything >= 0)).any())
-    assert bool(draws) == dropped
-    assert_drawn_from_candidates(draws, device)
+
+
+@pytest.mark.parametrize('value', [1, 0])
+def test_torch_subsample_keeps_n_of_the_candidates(value, device):
+    """sampler='torch' drops all but n_keep of the labels equal to value,
+    only among them, and n_keep may be a tensor on the device (nothing is
+    read on the host)."""
+    generator = np.random.RandomState(value)
+    start = torch.from_numpy(generator.randint(-1, 2, 500).astype(np.int32))
+    start = start.to(device)
+    n_candidates = int((start == value).sum())
+    for n_keep in (0, 1, 17, n_candidates - 1, n_candidates, 10 ** 6,
+                   torch.tensor(40, device=device)):
+        label = start.clone()
+        creator_tool._subsample(label, value, n_keep, 'torch')
+        assert int((label == value).sum()) == min(int(n_keep), n_candidates)
+        # only candidates dropped, to -1; every other label untouched
+        changed = label != start
+        assert (start[changed] == value).all() and (label[changed] == -1).all()
+    # every candidate can be kept: the draw is not biased to one end
+    kept = torch.zeros(len(start), dtype=torch.bool, device=device)
+    for seed in range(30):
+        torch.manual_seed(seed)
+        label = start.clone()
+        creator_tool._subsample(label, value, 20, 'torch')
+        kept |= label == value
+    assert int(kept.sum()) > n_candidates // 2
 
 
 @pytest.mark.parametrize('seed', SEEDS)

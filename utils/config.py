@@ -90,7 +90,7 @@ class Config:
     clobber_positives = False  # py-faster-rcnn's RPN_CLOBBER_POSITIVES: label RPN negatives after positives, so a gt box's best anchor below 0.3 IoU ends negative
     allowed_border = 0  # label the anchors reaching at most this many pixels outside the image (py-faster-rcnn's allowed_border); None: every anchor (torchvision)
     neg_iou_thresh_lo = 0.  # lower IoU bound of the head's negative RoIs (py-faster-rcnn's BG_THRESH_LO is 0.1)
-    sampler = 'numpy'  # what draws the anchors' and RoIs' samples: 'numpy' (numpy's global RNG, the original's samples) or 'torch' (torch.randperm on the device, no host round trip; different samples)
+    sampler = 'numpy'  # what draws the anchors' and RoIs' samples: 'numpy' (numpy's global RNG, the original's samples) or 'torch' (torch's RNG on the device, no host round trip; different samples)
     amp = None  # mixed precision: None (float32), 'bf16' or 'fp16' (with a gradient scaler) over the networks' layers; boxes, targets and losses stay float32
 
     def _parse(self, kwargs):

@@ -10,7 +10,8 @@ back. Random sampling draws from numpy's global RNG exactly as the original
 design does (``np.random.choice(..., replace=False)``, positives first), so a
 seed gives the same samples here as there; only the drawn positions cross to
 numpy, never the arrays themselves. With ``sampler='torch'`` the target
-creators draw with ``torch.randperm`` on the device of their inputs instead.
+creators draw from torch's RNG on the device of their inputs instead, and the
+AnchorTargetCreator then reads nothing on the host.
 """
 import numbers
 
@@ -58,6 +59,13 @@ def check_sampler(sampler):
             ', '.join(repr(s) for s in SAMPLERS), sampler))
 
 
+def _on_device(values, like):
+    """``values`` as a tensor of ``like``'s dtype on its device, copied
+    there without waiting (``like.new_tensor`` would wait for the copy)."""
+    return torch.tensor(values, dtype=like.dtype).to(like.device,
+                                                     non_blocking=True)
+
+
 def _random_choice(index, size, sampler='numpy'):
     """Picks ``size`` of ``index`` without replacement.
 
@@ -72,13 +80,6 @@ def _random_choice(index, size, sampler='numpy'):
         return index[position]
     position = np.random.choice(len(index), size=size, replace=False)
     return index[torch.as_tensor(position, device=index.device)]
-
-
-def _unmap(data, count, index, fill):
-    """Scatters ``data`` (len(index), ...) back into a (count, ...) tensor."""
-    ret = data.new_full((count,) + tuple(data.shape[1:]), fill)
-    ret[index] = data
-    return ret
 
 
 class ProposalTargetCreator:
@@ -155,8 +156,8 @@ class ProposalTargetCreator:
         """
         is_numpy, (roi, bbox, label) = as_tensors(roi, bbox, label)
         check_bbox(bbox)
-        bbox = bbox.to(roi)
-        label = label.to(roi.device)
+        bbox = bbox.to(roi, non_blocking=True)
+        label = label.to(roi.device, non_blocking=True)
         n_bbox = len(bbox)
         roi = torch.cat((roi, bbox), dim=0)
 
@@ -168,7 +169,7 @@ class ProposalTargetCreator:
             gt_assignment = roi.new_zeros(len(roi), dtype=torch.long)
             max_iou = roi.new_zeros(len(roi))
 
-        pos_roi_per_image = np.round(self.n_sample * self.pos_ratio)
+        pos_roi_per_image = round(self.n_sample * self.pos_ratio)
         pos_index = torch.where(max_iou >= self.pos_iou_thresh)[0]
         n_pos = int(min(pos_roi_per_image, len(pos_index)))
         if len(pos_index):
@@ -188,8 +189,8 @@ class ProposalTargetCreator:
             gt_roi_loc = bbox2loc(sample_roi, bbox[gt_assignment[keep_index]])
         else:
             gt_roi_loc = roi.new_zeros((len(keep_index), 4))
-        mean = roi.new_tensor(loc_normalize_mean)
-        std = roi.new_tensor(loc_normalize_std)
+        mean = _on_device(loc_normalize_mean, roi)
+        std = _on_device(loc_normalize_std, roi)
         gt_roi_loc = (gt_roi_loc - mean) / std
         return as_output(is_numpy, sample_roi, gt_roi_loc, gt_roi_label)
 
@@ -224,9 +225,10 @@ class AnchorTargetCreator:
             the image; None: every anchor, as torchvision does.
         sampler (str): What draws the anchors dropped. ``'numpy'``
             (default): numpy's global RNG, the original design's samples
-            under the same seed. ``'torch'``: ``torch.randperm`` on the
-            device of the inputs, seeded by torch's RNG, with no host round
-            trip; the counts are the same and every sample comes from the
+            under the same seed. ``'torch'``: random keys from
+            ``torch.rand`` on the device of the inputs (a random
+            permutation), seeded by torch's RNG, with nothing read on the
+            host; the counts are the same and every sample comes from the
             same candidates, but the samples differ from the original's.
     """
 
@@ -279,71 +281,105 @@ class AnchorTargetCreator:
         """
         is_numpy, (bbox, anchor) = as_tensors(bbox, anchor)
         check_bbox(bbox)
-        bbox = bbox.to(anchor)
+        bbox = bbox.to(anchor, non_blocking=True)
         img_H, img_W = img_size
-        n_anchor = len(anchor)
-        inside_index = _get_inside_index(anchor, img_H, img_W,
-                                         self.allowed_border)
-        anchor = anchor[inside_index]
-        argmax_ious, label = self._create_label(anchor, bbox)
+        inside = _inside(anchor, img_H, img_W, self.allowed_border)
+        argmax_ious, label = self._create_label(anchor, bbox, inside)
 
         if len(bbox):
             loc = bbox2loc(anchor, bbox[argmax_ious])
+            loc = loc.masked_fill(~inside[:, None], 0)
         else:
             loc = anchor.new_zeros((len(anchor), 4))
-        label = _unmap(label, n_anchor, inside_index, fill=-1)
-        loc = _unmap(loc, n_anchor, inside_index, fill=0)
         return as_output(is_numpy, loc, label)
 
-    def _create_label(self, anchor, bbox):
+    def _create_label(self, anchor, bbox, inside):
+        """Labels the anchors (-1 outside the image), then drops positives
+        and negatives beyond their numbers at random."""
         label = torch.full((len(anchor),), -1, dtype=torch.int32,
                            device=anchor.device)
-        argmax_ious, max_ious, gt_argmax_ious = _calc_ious(anchor, bbox)
+        argmax_ious, max_ious, gt_best = _calc_ious(anchor, bbox, inside)
+        negative = inside & (max_ious < self.neg_iou_thresh)
 
         if not self.clobber_positives:
-            label[max_ious < self.neg_iou_thresh] = 0
-        label[gt_argmax_ious] = 1
-        label[max_ious >= self.pos_iou_thresh] = 1
+            label.masked_fill_(negative, 0)
+        label.masked_fill_(gt_best | (inside & (max_ious >=
+                                                self.pos_iou_thresh)), 1)
         if self.clobber_positives:
-            label[max_ious < self.neg_iou_thresh] = 0
+            label.masked_fill_(negative, 0)
 
         n_pos = int(self.pos_ratio * self.n_sample)
-        pos_index = torch.where(label == 1)[0]
-        if len(pos_index) > n_pos:
-            label[_random_choice(pos_index, len(pos_index) - n_pos,
-                                 self.sampler)] = -1
-
-        n_neg = self.n_sample - int((label == 1).sum())
-        neg_index = torch.where(label == 0)[0]
-        if len(neg_index) > n_neg:
-            label[_random_choice(neg_index, len(neg_index) - n_neg,
-                                 self.sampler)] = -1
+        _subsample(label, 1, n_pos, self.sampler)
+        n_neg = self.n_sample - (label == 1).sum()
+        _subsample(label, 0, n_neg, self.sampler)
         return argmax_ious, label
 
 
-def _calc_ious(anchor, bbox):
-    """Best gt box of each anchor, its IoU, and the anchors tied for the best
-    IoU of some gt box (with repeats, as the original)."""
+def _subsample(label, value, n_keep, sampler='numpy'):
+    """Sets to -1, in place, all but ``n_keep`` of the labels equal to
+    ``value``, chosen at random.
+
+    With ``sampler='numpy'`` the dropped ones are drawn as the original
+    design does: ``np.random.choice`` over their indices in ascending order.
+    With ``sampler='torch'`` every candidate gets a key from ``torch.rand``
+    on the label's device and those beyond the ``n_keep`` smallest keys
+    (a uniformly random permutation) are dropped: ``n_keep`` may then be a
+    tensor on that device, and nothing is read on the host.
+
+    Args:
+        label (torch.Tensor): :math:`(S,)` int32 anchor labels.
+        value (int): The label to subsample (1 or 0).
+        n_keep (int or torch.Tensor): How many to keep at most.
+        sampler (str): ``'numpy'`` or ``'torch'``.
+    """
+    candidate = label == value
+    if sampler == 'torch':
+        key = torch.rand(len(label), device=label.device)
+        order = key.masked_fill(~candidate, 2.).argsort()
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=order.device)
+        label.masked_fill_(candidate & (rank >= n_keep), -1)
+        return
+    index = torch.where(candidate)[0]
+    n_keep = int(n_keep)
+    if len(index) > n_keep:
+        label[_random_choice(index, len(index) - n_keep, sampler)] = -1
+
+
+def _calc_ious(anchor, bbox, inside):
+    """Best gt box of each anchor and its IoU, and which anchors inside the
+    image tie for the best IoU of some gt box.
+
+    Args:
+        anchor (torch.Tensor): :math:`(S, 4)` anchors.
+        bbox (torch.Tensor): :math:`(R, 4)` gt boxes.
+        inside (torch.Tensor): :math:`(S,)` bool, the anchors to label;
+            the others are left out of every gt box's best.
+
+    Returns:
+        (torch.Tensor, torch.Tensor, torch.Tensor): :math:`(S,)` each: the
+        best gt box's index, its IoU (-1 outside) and the ties (bool).
+    """
     if len(bbox) == 0 or len(anchor) == 0:
         argmax_ious = anchor.new_zeros(len(anchor), dtype=torch.long)
         max_ious = anchor.new_zeros(len(anchor))
-        return argmax_ious, max_ious, argmax_ious[:0]
-    ious = bbox_iou(anchor, bbox)
+        return argmax_ious, max_ious, torch.zeros_like(inside)
+    ious = bbox_iou(anchor, bbox).masked_fill(~inside[:, None], -1.)
     argmax_ious = ious.argmax(dim=1)
     max_ious = ious.gather(1, argmax_ious[:, None])[:, 0]
     gt_max_ious = ious.max(dim=0).values
-    gt_argmax_ious = torch.where(ious == gt_max_ious)[0]
-    return argmax_ious, max_ious, gt_argmax_ious
+    gt_best = inside & (ious == gt_max_ious).any(dim=1)
+    return argmax_ious, max_ious, gt_best
 
 
-def _get_inside_index(anchor, H, W, allowed_border=0):
-    """Indices of the anchors lying inside an H x W image widened by
-    ``allowed_border`` pixels on every side (all anchors when None)."""
+def _inside(anchor, H, W, allowed_border=0):
+    """:math:`(S,)` bool: the anchors lying inside an H x W image widened
+    by ``allowed_border`` pixels on every side (all anchors when None)."""
     if allowed_border is None:
-        return torch.arange(len(anchor), device=anchor.device)
+        return torch.ones(len(anchor), dtype=torch.bool, device=anchor.device)
     b = allowed_border
-    return torch.where((anchor[:, 0] >= -b) & (anchor[:, 1] >= -b) &
-                       (anchor[:, 2] <= H + b) & (anchor[:, 3] <= W + b))[0]
+    return ((anchor[:, 0] >= -b) & (anchor[:, 1] >= -b) &
+            (anchor[:, 2] <= H + b) & (anchor[:, 3] <= W + b))
 
 
 class ProposalCreator:
