@@ -8,7 +8,6 @@ use), so that the whole pipeline runs on a CPU machine without VOC.
 ``--metric`` chooses the test metric (voc07, voc or coco).
 """
 import contextlib
-import functools
 import io
 import os
 import random
@@ -18,24 +17,20 @@ import sys
 import fire
 import numpy as np
 import torch
-from torch.utils import data as data_
-from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from data.dataset import Dataset, TestDataset, inverse_normalize
-from data.sampler import (AspectRatioBatchSampler, collate_detection,
-                          collate_test, eval_batches, orientation_groups)
-from data.synthetic import TOY_LABEL_NAMES, generate_voc
-from data.voc_dataset import VOC_BBOX_LABEL_NAMES
+from data.dataset import inverse_normalize
+from data.loaders import (check_voc_class_names, coco_label_names,
+                          label_names_of, make_loaders, set_epoch)
+from data.synthetic import generate_voc
 from model import build_model
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
 from utils import distributed
 from utils.amp import AMP_DTYPES
-from utils.coco_eval import eval_detection_coco
 from utils.config import UsageError, opt
-from utils.eval_tool import eval_detection_voc
+from utils.evaluation import METRICS, evaluate
 from utils.vis_tool import Visualizer, vis_bbox, visdom_bbox
 
 # What --data=toy changes; options given on the command line win.
@@ -46,105 +41,10 @@ TOY_PRESET = dict(
 
 
 def eval(dataloader, faster_rcnn, test_num=10000, metric='voc07'):
-    """The ``metric`` of ``faster_rcnn`` on a :class:`TestDataset` loader
-    (see :func:`score_detections`): VOC07 11-point AP by default.
-
-    The loader's batches may hold several images (see
-    :func:`data.sampler.collate_test`; torch's default collate of a batch
-    of one works too) and must not shuffle. Under torch.distributed each
-    process evaluates the images its loader gives it (see
-    :func:`data.sampler.eval_batches`), the results are gathered, and every
-    process returns the mAP of all of them: the one a single process
-    evaluating them all gets.
-
-    Returns:
-        dict: 'ap' (L,) per class and 'map', as :func:`score_detections`.
-    """
-    order = [i for batch in dataloader.batch_sampler for i in batch]
-    order = iter(order[:test_num])
-    results = {}  # dataset index -> (pred bbox, label, score, gt ...)
-    for batch in tqdm(dataloader, desc='eval', leave=False,
-                      disable=not distributed.is_main()):
-        _check_stop()
-        imgs, sizes, gt_bboxes, gt_labels, gt_difficults = _test_lists(batch)
-        imgs = imgs[:test_num - len(results)]
-        if not imgs:
-            continue
-        for result in zip(*faster_rcnn.predict(imgs, sizes), gt_bboxes,
-                          gt_labels, gt_difficults):
-            results[next(order)] = result
-    results = {index: result
-               for part in distributed.all_gather_object(results)
-               for index, result in part.items()}
-    pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels, \
-        gt_difficults = (list(column) for column in zip(
-            *(results[i] for i in sorted(results)))) if results else [[]] * 6
-    return score_detections(metric, pred_bboxes, pred_labels, pred_scores,
-                            gt_bboxes, gt_labels, gt_difficults)
-
-
-# The --metric choices: VOC AP at IoU 0.5 by 11-point interpolation (the
-# original design's) or by area, and COCO's AP at IoU 0.50:0.95.
-METRICS = ('voc07', 'voc', 'coco')
-
-
-def score_detections(metric, pred_bboxes, pred_labels, pred_scores,
-                     gt_bboxes, gt_labels, gt_difficults):
-    """Scores detections by one of :data:`METRICS`.
-
-    Args:
-        metric ({'voc07', 'voc', 'coco'}): 'voc07' and 'voc' call
-            :func:`utils.eval_tool.eval_detection_voc` with and without
-            ``use_07_metric``; 'coco' calls
-            :func:`utils.coco_eval.eval_detection_coco` (objects' sizes by
-            their boxes' areas).
-        pred_bboxes, pred_labels, pred_scores, gt_bboxes, gt_labels,
-        gt_difficults: Per image, as those functions take them.
-
-    Returns:
-        dict: 'ap' (L,) per class and 'map', the headline number that
-        training logs and picks its best checkpoint by (for 'coco': AP at
-        IoU 0.50:0.95; its other numbers are in the dict too).
-    """
-    if metric == 'coco':
-        return eval_detection_coco(pred_bboxes, pred_labels, pred_scores,
-                                   gt_bboxes, gt_labels, gt_difficults)
-    return eval_detection_voc(pred_bboxes, pred_labels, pred_scores,
-                              gt_bboxes, gt_labels, gt_difficults,
-                              use_07_metric=metric == 'voc07')
-
-
-def coco_label_names(train_db, test_db):
-    """The class names of COCO-format training and test sets.
-
-    Raises:
-        UsageError: unless both files declare the same categories (ids and
-            names): a label must mean one class in both.
-    """
-    train = list(zip(train_db.cat_ids, train_db.label_names))
-    test = list(zip(test_db.cat_ids, test_db.label_names))
-    if train != test:
-        raise UsageError(
-            'the training annotations {} and the test annotations {} '
-            'declare different categories ((id, name) {} only in the '
-            'first, {} only in the second); expected the same'.format(
-                train_db.ann_file, test_db.ann_file,
-                [c for c in train if c not in test],
-                [c for c in test if c not in train]))
-    return tuple(train_db.label_names)
-
-
-def _test_lists(batch):
-    """A test batch as lists of images, original (H, W) sizes, boxes,
-    labels and difficult flags: from :func:`data.sampler.collate_test`, or
-    from torch's default collate (a loader of batch size 1, as the
-    original design built it)."""
-    imgs, sizes, bboxes, labels, difficults = batch
-    if isinstance(imgs, torch.Tensor):
-        sizes = list(zip(*(size.tolist() for size in sizes)))
-        return (list(imgs), sizes, list(bboxes.numpy()),
-                list(labels.numpy()), list(difficults.numpy()))
-    return batch
+    """The ``metric`` of ``faster_rcnn`` on a test loader (see
+    :func:`utils.evaluation.evaluate`), stopping on a signal."""
+    return evaluate(dataloader, faster_rcnn, test_num=test_num,
+                    metric=metric, check_stop=_check_stop)
 
 
 def _seed(seed):
@@ -223,51 +123,6 @@ def _settings(settings):
     return ', '.join('{}={}'.format(k, v) for k, v in settings.items())
 
 
-def check_voc_class_names(db):
-    """Raises UsageError naming the first object of a VOC-layout dataset
-    whose class is not one of ``db.label_names``, before any training.
-
-    Reads the XML files of the split, no image; a file that does not parse
-    is left to the dataset to report when it reads it.
-    """
-    from xml.etree import ElementTree
-    known = set(db.label_names)
-    for id_ in db.ids:
-        path = os.path.join(db.data_dir, 'Annotations', id_ + '.xml')
-        try:
-            objects = ElementTree.parse(path).getroot().findall('object')
-        except ElementTree.ParseError:
-            continue
-        for obj in objects:
-            name = (obj.findtext('name') or '').strip()
-            if name not in known:
-                raise UsageError(
-                    '{} has an object of class {!r}, not one of '
-                    '--label-names ({})'.format(
-                        path, name, ', '.join(db.label_names)))
-
-
-def _label_names(data, names=None):
-    """The class names of a VOC-layout dataset: ``names`` (the
-    ``--label-names`` option: a text file with one name per line, or a
-    sequence of names), else the toy's or VOC's."""
-    if names is None:
-        return TOY_LABEL_NAMES if data == 'toy' else VOC_BBOX_LABEL_NAMES
-    if isinstance(names, str):
-        if not os.path.isfile(names):
-            raise UsageError(
-                '--label-names={} is not a file; expected a text file with '
-                'one class name per line, or the names separated by commas '
-                '(--label-names=cat,dog)'.format(names))
-        with open(names) as f:
-            names = [line.strip() for line in f if line.strip()]
-    names = tuple(str(name) for name in names)
-    if not names or len(set(names)) != len(names):
-        raise UsageError('--label-names must name each class once, got '
-                         '{}'.format(list(names)))
-    return names
-
-
 def save_predictions_png(faster_rcnn, testset, label_names, path, n=4):
     """Draws the predictions on the first ``n`` test images into a PNG."""
     from matplotlib.figure import Figure
@@ -338,14 +193,14 @@ def train(**kwargs):
     if opt.seed is not None:
         # numpy's draws (the creators' samples, the flips) differ by process
         _seed(opt.seed + distributed.rank())
-    label_names = _label_names(opt.data, opt.label_names)
+    label_names = label_names_of(opt.data, opt.label_names)
     if (main and opt.data == 'toy' and
             not os.path.isdir(opt.voc_data_dir)):
         print('writing the toy dataset to {}'.format(opt.voc_data_dir))
         generate_voc(opt.voc_data_dir, label_names=label_names)
     distributed.barrier()
 
-    dataloader, testset, test_dataloader = _loaders(opt, label_names, device)
+    dataloader, testset, test_dataloader = make_loaders(opt, label_names, device)
     if opt.data == 'coco':
         label_names = coco_label_names(dataloader.dataset.db, testset.db)
     elif opt.label_names is not None:
@@ -386,8 +241,9 @@ def train(**kwargs):
     elif opt.load_path:
         _load(trainer, opt.load_path, load_optimizer=False)
     if distributed.world_size() > 1:
-        trainer.wrap_ddp(device_ids=[device.index] if device.type == 'cuda'
-                         else None)
+        # No device_ids: DDP would move the batch's gt to the GPU, where
+        # its checks wait on the device; the images are there already.
+        trainer.wrap_ddp()
     if main:
         vis.text(list(label_names), win='labels')
 
@@ -399,7 +255,7 @@ def train(**kwargs):
     try:
         for epoch in range(start_epoch, opt.epoch):
             trainer.reset_meters()
-            _set_epoch(dataloader, epoch)
+            set_epoch(dataloader, epoch)
             for ii, (imgs, bboxes_, labels_, scales, img_sizes) in tqdm(
                     enumerate(dataloader), total=len(dataloader),
                     desc='epoch {}'.format(epoch), disable=not main):
@@ -480,13 +336,6 @@ def _exit(message):
     raise SystemExit(message if distributed.is_main() else 1)
 
 
-def _set_epoch(dataloader, epoch):
-    """Tells a distributed sampler the epoch, which seeds its shuffle."""
-    for sampler in (dataloader.sampler, dataloader.batch_sampler):
-        if hasattr(sampler, 'set_epoch'):
-            sampler.set_epoch(epoch)
-
-
 def target_creators(config):
     """The trainer's target creators, with the rules the options choose:
     py-faster-rcnn's ``clobber_positives``, ``allowed_border`` and
@@ -512,59 +361,6 @@ def target_creators(config):
                     sampler=config['sampler']))
     except ValueError as err:
         raise UsageError(str(err)) from None
-
-
-def _loaders(opt, label_names, device):
-    """The training loader, the test set and its loader.
-
-    One process shuffles the whole training set; under torchrun each
-    process takes its share through a DistributedSampler. Batches of more
-    than one image hold images of one orientation, their sizes read from
-    the annotations. Each process evaluates its share of the test set (see
-    :func:`data.sampler.eval_batches`), in batches of images of one size
-    where it can.
-
-    A dataset that cannot be read is a command-line mistake (UsageError),
-    reported before any training. For a CUDA ``device`` the training
-    batches come in pinned memory, so that their copy does not wait.
-    """
-    try:
-        dataset = Dataset(opt, label_names=label_names)
-        testset = TestDataset(opt, label_names=label_names)
-        n_test = min(len(testset), opt.test_num)
-        train_sizes = ([dataset.db.get_size(i) for i in range(len(dataset))]
-                       if opt.batch_size > 1 else None)
-        test_sizes = ([testset.db.get_size(i) for i in range(n_test)]
-                      if opt.test_batch_size > 1 else None)
-    except (OSError, ValueError) as err:
-        raise UsageError(str(err)) from None
-    rank, world_size = distributed.rank(), distributed.world_size()
-    if len(dataset) < world_size:
-        raise UsageError(
-            'the training set has {} images, fewer than the {} processes '
-            'that would share it: start fewer (torchrun --nproc_per_node) '
-            'or train on more images'.format(len(dataset), world_size))
-    if world_size > 1:
-        sampler = DistributedSampler(dataset, shuffle=True,
-                                     seed=opt.seed or 0)
-    else:
-        sampler = data_.RandomSampler(dataset)
-    collate = functools.partial(collate_detection,
-                                size_divisible=opt.size_divisible)
-    if opt.batch_size > 1:
-        batch_sampler = AspectRatioBatchSampler(
-            sampler, orientation_groups(train_sizes), opt.batch_size)
-        batching = dict(batch_sampler=batch_sampler)
-    else:
-        batching = dict(batch_size=1, sampler=sampler)
-    dataloader = data_.DataLoader(
-        dataset, collate_fn=collate, num_workers=opt.num_workers,
-        pin_memory=device.type == 'cuda', **batching)
-    test_dataloader = data_.DataLoader(
-        testset, batch_sampler=eval_batches(
-            n_test, opt.test_batch_size, rank, world_size, test_sizes),
-        collate_fn=collate_test, num_workers=opt.test_num_workers)
-    return dataloader, testset, test_dataloader
 
 
 def _load(trainer, path, **kwargs):

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import train
-from model import load_detector
+from data.dataset import TestDataset
+from data.loaders import label_names_of
 from data.synthetic import generate_voc
+from model import load_detector
 from model.faster_rcnn_toy import FasterRCNNToy
 from conftest import free_port, sigterm_once_under_way, window_data
 from trainer import FasterRCNNTrainer
@@ -57,8 +59,8 @@ def test_toy_training_beats_an_untrained_model(toy_run):
     train.opt._parse(_options(toy_run['data_dir'], toy_run['out_dir']))
     torch.manual_seed(0)
     untrained = FasterRCNNToy(n_fg_class=5, min_size=256, max_size=256)
-    testset = train.TestDataset(train.opt,
-                                label_names=train._label_names('toy'))
+    testset = TestDataset(train.opt,
+                                label_names=label_names_of('toy'))
     loader = torch.utils.data.DataLoader(testset, batch_size=1)
     untrained_map = train.eval(loader, untrained)['map']
 

@@ -15,9 +15,12 @@ import pytest
 import torch
 
 import train
+from data.loaders import label_names_of
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from data.voc_dataset import VOCBboxDataset
 from model.faster_rcnn_toy import FasterRCNNToy
+from utils import evaluation
+from utils.evaluation import score_detections
 
 def free_port():
     """A localhost port nobody listens on (right now): no visdom server."""
@@ -98,13 +101,12 @@ def toy_model(monkeypatch):
 def test_coco_training_with_the_coco_metric(coco_data, toy_model, tmp_path,
                                             monkeypatch):
     scored = []
-    score_detections = train.score_detections
 
     def spy(metric, *args):
         scored.append((metric, score_detections(metric, *args)))
         return scored[-1][1]
 
-    monkeypatch.setattr(train, 'score_detections', spy)
+    monkeypatch.setattr(evaluation, 'score_detections', spy)
     best_map = train.train(**_coco_options(coco_data, tmp_path / 'ck',
                                            metric='coco'))
 
@@ -134,14 +136,14 @@ def test_score_detections_by_metric():
     arrays = ([pred_bbox], [np.array([0, 0])], [np.array([0.9, 0.8])],
               [gt_bbox], [np.array([0, 0])], [np.array([False, False])])
     # VOC07: 11 recall points 0, 0.1, ..., 1; precision 1/2 up to 0.5.
-    assert train.score_detections('voc07', *arrays)['map'] == pytest.approx(
+    assert score_detections('voc07', *arrays)['map'] == pytest.approx(
         6 * 0.5 / 11)
     # VOC area: recall 1/2 at precision 1/2.
-    assert train.score_detections('voc', *arrays)['map'] == pytest.approx(
+    assert score_detections('voc', *arrays)['map'] == pytest.approx(
         0.25)
     # COCO: 101 recall points 0, 0.01, ..., 1, the same at every IoU
     # threshold (the found box is exact).
-    result = train.score_detections('coco', *arrays)
+    result = score_detections('coco', *arrays)
     assert result['map'] == pytest.approx(51 * 0.5 / 101)
     assert result['ap50'] == result['ap75'] == pytest.approx(result['map'])
 
@@ -209,14 +211,14 @@ def test_missing_image_is_found_before_training(coco_data, tmp_path,
 def test_label_names_option(tmp_path):
     path = tmp_path / 'labels.txt'
     path.write_text('apple\n\npear \n')
-    assert train._label_names('voc', str(path)) == ('apple', 'pear')
-    assert train._label_names('voc', ('apple', 'pear')) == ('apple', 'pear')
-    assert train._label_names('toy') == TOY_LABEL_NAMES
+    assert label_names_of('voc', str(path)) == ('apple', 'pear')
+    assert label_names_of('voc', ('apple', 'pear')) == ('apple', 'pear')
+    assert label_names_of('toy') == TOY_LABEL_NAMES
     with pytest.raises(train.UsageError, match='is not a file; expected a '
                        'text file with one class name per line'):
-        train._label_names('voc', str(tmp_path / 'nope.txt'))
+        label_names_of('voc', str(tmp_path / 'nope.txt'))
     with pytest.raises(train.UsageError, match='name each class once'):
-        train._label_names('voc', ('apple', 'apple'))
+        label_names_of('voc', ('apple', 'apple'))
 
 
 def test_voc_layout_with_own_class_names(tmp_path, toy_model):
