@@ -142,8 +142,9 @@ def run_child(args, setting):
                '--steps', str(args.steps)]
     if args.threads:
         command += ['--threads', str(args.threads)]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit('the {} setting failed:\n{}'.format(setting, result.stderr))
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
