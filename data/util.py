@@ -3,6 +3,7 @@
 Images are CHW, RGB, float32 in [0, 255]. Boxes are arrays of shape
 :math:`(R, 4)`, each ``(y_min, x_min, y_max, x_max)`` in pixels.
 """
+import contextlib
 import random
 
 import numpy as np
@@ -30,16 +31,8 @@ def read_image(path, dtype=np.float32, color=True):
         FileNotFoundError: if ``path`` does not exist.
         OSError: if ``path`` cannot be read as an image.
     """
-    try:
-        with Image.open(path) as f:
-            img = _pixels(f, color, dtype)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            'image file {} does not exist'.format(path)) from err
-    except OSError as err:
-        raise OSError(
-            'cannot read image file {}: expected an image PIL can '
-            'decode (JPEG, PNG, ...)'.format(path)) from err
+    with _open_image(path) as f:
+        img = _pixels(f, color, dtype)
 
     if img.ndim == 2:
         # (H, W) -> (1, H, W)
@@ -55,9 +48,18 @@ def read_image_size(path):
         FileNotFoundError: if ``path`` does not exist.
         OSError: if ``path`` cannot be read as an image.
     """
+    with _open_image(path) as f:
+        w, h = f.size
+    return h, w
+
+
+@contextlib.contextmanager
+def _open_image(path):
+    """Opens an image file with PIL for the block; a missing file, or one
+    that cannot be read as an image there, raises naming the path."""
     try:
         with Image.open(path) as f:
-            w, h = f.size
+            yield f
     except FileNotFoundError as err:
         raise FileNotFoundError(
             'image file {} does not exist'.format(path)) from err
@@ -65,7 +67,6 @@ def read_image_size(path):
         raise OSError(
             'cannot read image file {}: expected an image PIL can '
             'decode (JPEG, PNG, ...)'.format(path)) from err
-    return h, w
 
 
 def _pixels(f, color, dtype):
