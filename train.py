@@ -270,9 +270,11 @@ def train(**kwargs):
 
             eval_result = eval(test_dataloader, faster_rcnn,
                                test_num=opt.test_num, metric=opt.metric)
+            # every process's mean loss, averaged over the processes
+            losses = distributed.mean_over_ranks(trainer.get_meter_data())
             log_info = 'epoch {}: lr {:.2e}, map {:.4f}, loss {}'.format(
-                epoch, _lr(trainer), eval_result['map'], {
-                    k: round(v, 4) for k, v in trainer.get_meter_data().items()})
+                epoch, _lr(trainer), eval_result['map'],
+                {k: round(v, 4) for k, v in losses.items()})
             if main:
                 vis.plot('test_map', eval_result['map'])
                 vis.log(log_info)

@@ -86,6 +86,8 @@ def _ddp_worker(rank, init_file, out_dir):
         dist.all_reduce(total)
         losses.append(total.item() / WORLD_SIZE)
         params.append(params_of(trainer))
+    meters = trainer.get_meter_data()
+    mean_meters = distributed.mean_over_ranks(meters)
 
     # a non-finite loss in rank 1 stops both, neither steps
     forward = trainer.forward
@@ -102,7 +104,8 @@ def _ddp_worker(rank, init_file, out_dir):
     except FloatingPointError as err:
         error = str(err)
     torch.save(dict(losses=losses, params=params, error=error,
-                    after_nan=params_of(trainer)),
+                    after_nan=params_of(trainer), meters=meters,
+                    mean_meters=mean_meters),
                os.path.join(out_dir, 'rank{}.pt'.format(rank)))
     dist.destroy_process_group()
 
@@ -131,6 +134,14 @@ def test_two_processes_step_as_one_on_both_their_images(tmp_path):
     # the test bites: the steps moved the weights
     assert not torch.allclose(before['head.fc.weight'],
                               params_of(trainer)['head.fc.weight'])
+
+    # the logged losses: each process's meters, averaged over both
+    own = [rank['meters'] for rank in ranks]
+    assert own[0] != own[1]
+    for rank in ranks:
+        assert rank['mean_meters'] == {
+            k: (own[0][k] + own[1][k]) / 2 for k in own[0]}
+    assert distributed.mean_over_ranks(own[0]) == own[0]  # alone
 
     # the non-finite loss of rank 1 stopped both at step 3, weights kept
     assert 'non-finite loss at step 3 in another process' in ranks[0]['error']

@@ -9,7 +9,8 @@ torchrun (``WORLD_SIZE`` unset or 1) nothing is initialised and every
 helper here is what one process needs: rank 0 of 1, collectives that
 return their input.
 
-Collectives (:func:`any_rank`, :func:`all_gather_object`, :func:`barrier`)
+Collectives (:func:`any_rank`, :func:`all_gather_object`,
+:func:`mean_over_ranks`, :func:`barrier`)
 must be called by every process at the same point of the program.
 """
 import os
@@ -112,6 +113,14 @@ def all_gather_object(obj):
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def mean_over_ranks(values):
+    """The mean over the processes of a dict of numbers, by key (a
+    collective); the dict itself when alone."""
+    parts = all_gather_object(values)
+    return {key: sum(part[key] for part in parts) / len(parts)
+            for key in values}
 
 
 def barrier():
