@@ -121,7 +121,9 @@ class FasterRCNNTrainer(nn.Module):
             bboxes (torch.Tensor or sequence): :math:`(N, R, 4)` gt boxes,
                 or N arrays of shape :math:`(R, 4)` (R may differ and may be
                 0), each ``(y_min, x_min, y_max, x_max)`` in the
-                preprocessed image's pixels.
+                preprocessed image's pixels. Best on the host, as the data
+                loader gives them (with ``labels``): they are checked there
+                and go to the device without waiting for it.
             labels (torch.Tensor or sequence): :math:`(N, R)` labels in
                 :math:`[0, L - 1]`, or N arrays of shape :math:`(R,)`.
             scale (float or sequence of floats): The scaling preprocessing
@@ -408,7 +410,10 @@ def _roi_counts(roi_indices, n):
     for a single image."""
     if n == 1:
         return [len(roi_indices)]
-    return torch.bincount(roi_indices.long(), minlength=n).tolist()
+    index = roi_indices.long()
+    # (torch.bincount would read the largest index on the host first)
+    counts = index.new_zeros(n).index_add_(0, index, torch.ones_like(index))
+    return counts.tolist()
 
 
 def loss_values(losses):
