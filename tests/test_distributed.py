@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 import train
 from conftest import (ROOT_DIR, build_tiny_faster_rcnn, free_port,
                       sigterm_once_under_way)
-from data.dataset import TestDataset
+from data.dataset import TestDataset as VOCTestDataset  # not a test class
 from data.sampler import collate_test, eval_batches
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from model.faster_rcnn_toy import FasterRCNNToy
@@ -168,7 +168,7 @@ def toy_model():
 
 def _eval_worker(rank, init_file, out_dir, data_dir, n_test):
     _init(rank, init_file)
-    testset = TestDataset(toy_options(data_dir), label_names=TOY_LABEL_NAMES)
+    testset = VOCTestDataset(toy_options(data_dir), label_names=TOY_LABEL_NAMES)
     sizes = [testset.db.get_size(i) for i in range(n_test)]
     loader = DataLoader(testset, collate_fn=collate_test,
                         batch_sampler=eval_batches(n_test, 2, rank,
@@ -181,7 +181,7 @@ def _eval_worker(rank, init_file, out_dir, data_dir, n_test):
 def test_shared_evaluation_equals_one_process(tmp_path):
     data_dir = generate_voc(str(tmp_path / 'toy'), n_images=7, img_size=128,
                             max_obj_size=60, test_fraction=1, seed=3)
-    testset = TestDataset(toy_options(data_dir), label_names=TOY_LABEL_NAMES)
+    testset = VOCTestDataset(toy_options(data_dir), label_names=TOY_LABEL_NAMES)
     n_test = len(testset)  # 7: one process gets an empty last batch
     ranks = _spawn(_eval_worker, tmp_path, data_dir, n_test)
     want = train.eval(DataLoader(testset, batch_size=1), toy_model())

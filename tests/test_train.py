@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import train
-from data.dataset import TestDataset
+from data.dataset import TestDataset as VOCTestDataset  # not a test class
 from data.loaders import label_names_of
 from data.synthetic import generate_voc
 from model import load_detector
@@ -59,8 +59,7 @@ def test_toy_training_beats_an_untrained_model(toy_run):
     train.opt._parse(_options(toy_run['data_dir'], toy_run['out_dir']))
     torch.manual_seed(0)
     untrained = FasterRCNNToy(n_fg_class=5, min_size=256, max_size=256)
-    testset = TestDataset(train.opt,
-                                label_names=label_names_of('toy'))
+    testset = VOCTestDataset(train.opt, label_names=label_names_of('toy'))
     loader = torch.utils.data.DataLoader(testset, batch_size=1)
     untrained_map = train.eval(loader, untrained)['map']
 
