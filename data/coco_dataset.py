@@ -14,6 +14,7 @@ one sentence naming what is wrong instead of an assertion deep inside a
 reader; pycocotools is needed only for the metrics
 (:mod:`utils.coco_eval`).
 """
+import collections
 import json
 import numbers
 import os
@@ -106,20 +107,14 @@ class COCOBboxDataset:
         self.cat_ids = tuple(cat['id'] for cat in categories)
         self.label_names = tuple(cat['name'] for cat in categories)
         label_of = {cat_id: l for l, cat_id in enumerate(self.cat_ids)}
-        if len(label_of) != len(self.cat_ids):
-            raise ValueError(
-                'annotation file {}: category ids {} are declared more than '
-                'once in "categories"'.format(ann_file, sorted(
-                    {i for i in self.cat_ids if self.cat_ids.count(i) > 1})))
+        _check_once(ann_file, self.cat_ids, 'category ids {} are declared '
+                    'more than once in "categories"')
 
         images = [_check_image(ann_file, img) for img in data['images']]
         self.ids = [img['id'] for img in images]
         index_of = {img_id: i for i, img_id in enumerate(self.ids)}
-        if len(index_of) != len(self.ids):
-            raise ValueError(
-                'annotation file {}: image ids {} are listed more than once '
-                'in "images"'.format(ann_file, sorted(
-                    {i for i in self.ids if self.ids.count(i) > 1})))
+        _check_once(ann_file, self.ids, 'image ids {} are listed more than '
+                    'once in "images"')
         self._files = [img['file_name'] for img in images]
         self._sizes = [(int(img['height']), int(img['width']))
                        for img in images]
@@ -254,6 +249,15 @@ def _check_entry(ann_file, entry, kind, keys):
             'annotation file {}: the entry {} of "{}" lacks {}'.format(
                 ann_file, json.dumps(entry)[:200], kind,
                 ', '.join('"{}"'.format(key) for key in missing)))
+
+
+def _check_once(ann_file, ids, message):
+    """Raises ValueError unless each of ``ids`` appears once; ``message``
+    names the repeated ones at its ``{}``."""
+    repeated = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
+    if repeated:
+        raise ValueError('annotation file {}: '.format(ann_file) +
+                         message.format(repeated))
 
 
 def _check_category(ann_file, cat):

@@ -270,3 +270,22 @@ def test_missing_image_file_raises_when_read_and_in_check(tmp_path):
 def test_check_passes_when_every_image_exists(tmp_path):
     ann_file, img_dir = _write_coco(tmp_path, [])
     assert COCOBboxDataset(ann_file, img_dir).check() is None
+
+
+def test_repeated_category_or_image_ids_are_named(tmp_path):
+    categories = CATEGORIES + [dict(CATEGORIES[0], name='again')]
+    ann_file, img_dir = _write_coco(tmp_path / 'c', [], categories=categories)
+    with pytest.raises(ValueError) as excinfo:
+        COCOBboxDataset(ann_file, img_dir)
+    assert _message(excinfo) == (
+        'annotation file {}: category ids [{}] are declared more than once '
+        'in "categories"'.format(ann_file, CATEGORIES[0]['id']))
+
+    images = [{'id': i, 'file_name': '{}.jpg'.format(n), 'height': 8,
+               'width': 8} for n, i in enumerate([4, 9, 4, 2, 9])]
+    ann_file, img_dir = _write_coco(tmp_path / 'i', [], images=images)
+    with pytest.raises(ValueError) as excinfo:
+        COCOBboxDataset(ann_file, img_dir)
+    assert _message(excinfo) == (
+        'annotation file {}: image ids [4, 9] are listed more than once in '
+        '"images"'.format(ann_file))
