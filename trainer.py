@@ -16,7 +16,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torchnet.meter import AverageValueMeter
 
 from model.faster_rcnn import check_head_output, check_img_sizes, check_stride
-from model.region_proposal_network import per_image, shared_or_each
+from model.region_proposal_network import (per_image, roi_counts,
+                                           shared_or_each)
 from model.utils.checkpoint import model_state_dict, read_checkpoint
 from model.utils.creator_tool import (AnchorTargetCreator, ProposalTargetCreator,
                                       check_sampler)
@@ -146,7 +147,7 @@ class FasterRCNNTrainer(nn.Module):
             check_stride(features, batch_size, rpn.feat_stride)
             rpn_locs, rpn_scores, rois, roi_indices, anchor = rpn(
                 features, shared_or_each(img_sizes), shared_or_each(scales))
-        counts = _roi_counts(roi_indices, len(imgs))
+        counts = roi_counts(roi_indices, len(imgs))
 
         sample_rois, gt_roi_locs, gt_roi_labels = [], [], []
         gt_rpn_locs, gt_rpn_labels = [], []
@@ -403,17 +404,6 @@ class FasterRCNNTrainer(nn.Module):
     def get_meter_data(self):
         """Mean of each loss since the last reset, by name."""
         return {k: v.value()[0] for k, v in self.meters.items()}
-
-
-def _roi_counts(roi_indices, n):
-    """list of N ints: how many RoIs each image has. One host read, none
-    for a single image."""
-    if n == 1:
-        return [len(roi_indices)]
-    index = roi_indices.long()
-    # (torch.bincount would read the largest index on the host first)
-    counts = index.new_zeros(n).index_add_(0, index, torch.ones_like(index))
-    return counts.tolist()
 
 
 def loss_values(losses):

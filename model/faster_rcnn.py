@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, nms
 
-from model.region_proposal_network import per_image, shared_or_each
+from model.region_proposal_network import (per_image, roi_counts,
+                                           shared_or_each)
 from model.utils.bbox_tools import loc2bbox
 from model.utils.layers import full_precision
 from model.utils.preprocess import preprocess
@@ -366,8 +367,7 @@ class FasterRCNN(nn.Module):
             scales = [x.shape[3] / sizes[i][1] for i in group]
             roi_cls_locs, roi_scores, rois, roi_indices = self(x, scale=scales)
             # The RPN gives each image's RoIs together, in image order.
-            counts = torch.bincount(roi_indices.long(),
-                                    minlength=len(group)).tolist()
+            counts = roi_counts(roi_indices, len(group))
             for i, scale, roi_cls_loc, roi_score, roi in zip(
                     group, scales, roi_cls_locs.split(counts),
                     roi_scores.split(counts), rois.split(counts)):

@@ -136,6 +136,21 @@ def per_image(img_size, scale, n):
     return [tuple(int(v) for v in size) for size in sizes], scales
 
 
+def roi_counts(roi_indices, n):
+    """How many RoIs each of N images has, from the RPN's ``roi_indices``
+    (:math:`(R',)`, each RoI's image).
+
+    Returns:
+        list of N ints: one host read, none for a single image.
+    """
+    if n == 1:
+        return [len(roi_indices)]
+    index = roi_indices.long()
+    # (torch.bincount would read the largest index on the host first)
+    counts = index.new_zeros(n).index_add_(0, index, torch.ones_like(index))
+    return counts.tolist()
+
+
 def shared_or_each(values):
     """``values[0]`` if every value equals it, else the list: what a batch
     passes to an RPN, so that one written for a single ``(H, W)`` and
