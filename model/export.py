@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from torchvision.ops import nms
 
 from model.build import load_detector
+from model.faster_rcnn import candidates, per_class_order
 from model.region_proposal_network import _enumerate_shifted_anchor
 from model.utils.bbox_tools import loc2bbox
 
@@ -202,23 +203,9 @@ def suppress(cls_bbox, prob, score_thresh, nms_thresh):
         label :math:`(R'',)` int64 in :math:`[0, L - 1]`, score
         :math:`(R'',)`.
     """
-    n_class = prob.shape[1]
-    # Class-major candidates: a class's boxes in RoI order, so that an
-    # index order is a (class, RoI) order.
-    score = prob[:, 1:].transpose(0, 1)
-    bbox = cls_bbox.reshape(-1, n_class, 4)[:, 1:].transpose(0, 1).reshape(
-        -1, 4)
-    label = torch.arange(n_class - 1, device=prob.device)[:, None].expand_as(
-        score).reshape(-1)
-    score = score.reshape(-1)
-    candidate = torch.where(score > score_thresh)[0]
-    bbox, label, score = bbox[candidate], label[candidate], score[candidate]
-    keep = _batched_nms(bbox, score, label, nms_thresh)
-    # Per-class nms's order, whatever order nms gives: by class, then
-    # descending score, then RoI (stable sorts, the last key first).
-    keep = keep.sort()[0]
-    keep = keep[score[keep].sort(descending=True, stable=True)[1]]
-    keep = keep[label[keep].sort(stable=True)[1]]
+    bbox, score, label = candidates(cls_bbox, prob, score_thresh)
+    keep = per_class_order(_batched_nms(bbox, score, label, nms_thresh),
+                           score, label)
     return bbox[keep], label[keep], score[keep]
 
 

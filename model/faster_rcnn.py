@@ -242,26 +242,14 @@ class FasterRCNN(nn.Module):
             ``(y_min, x_min, y_max, x_max)``, label (R'',) int32 in
             :math:`[0, L - 1]`, score (R'',) float32, grouped by class.
         """
-        n_fg_class = self.n_class - 1
-        # Class-major candidates: a class's boxes in RoI order, so that an
-        # index order is a (class, RoI) order.
-        bbox = raw_cls_bbox.reshape((-1, self.n_class, 4))[:, 1:]
-        bbox = bbox.transpose(0, 1).reshape(-1, 4)
-        score = raw_prob[:, 1:].transpose(0, 1).reshape(-1)
-        label = torch.arange(n_fg_class, device=score.device)
-        label = label.repeat_interleave(raw_prob.shape[0])
-        candidate = torch.where(score > self.score_thresh)[0]
-        bbox, score, label = bbox[candidate], score[candidate], label[candidate]
+        bbox, score, label = candidates(raw_cls_bbox, raw_prob,
+                                        self.score_thresh)
         if self.suppression == 'batched':
             keep = batched_nms(bbox, score, label, self.nms_thresh)
         else:
-            keep = _per_class_nms(bbox, score, label, n_fg_class,
+            keep = _per_class_nms(bbox, score, label, self.n_class - 1,
                                   self.nms_thresh)
-        # Per-class nms's order, whatever order batched_nms gives: by class,
-        # then descending score, then RoI (stable sorts, the last key first).
-        keep = keep.sort()[0]
-        keep = keep[score[keep].sort(descending=True, stable=True)[1]]
-        keep = keep[label[keep].sort(stable=True)[1]]
+        keep = per_class_order(keep, score, label)
         dtype = torch.promote_types(
             torch.promote_types(bbox.dtype, score.dtype), torch.float32)
         out = torch.cat((bbox[keep].to(dtype), score[keep, None].to(dtype),
@@ -435,6 +423,42 @@ class FasterRCNN(nn.Module):
         for param_group in self.optimizer.param_groups:
             param_group['lr'] *= decay
         return self.optimizer
+
+
+def candidates(cls_bbox, prob, score_thresh):
+    """Every (RoI, foreground class) pair scored above ``score_thresh``,
+    class-major: a class's boxes in RoI order, so that an index order is a
+    (class, RoI) order.
+
+    Args:
+        cls_bbox (torch.Tensor): :math:`(R, (L + 1) \\times 4)`, each box
+            ``(y_min, x_min, y_max, x_max)``.
+        prob (torch.Tensor): :math:`(R, L + 1)` class probabilities.
+        score_thresh (float): Keep pairs scoring above this.
+
+    Returns:
+        (torch.Tensor, torch.Tensor, torch.Tensor): bbox :math:`(C, 4)`,
+        score :math:`(C,)` and label :math:`(C,)` int64 in
+        :math:`[0, L - 1]` of the C candidates.
+    """
+    n_class = prob.shape[1]
+    score = prob[:, 1:].transpose(0, 1)
+    bbox = cls_bbox.reshape(-1, n_class, 4)[:, 1:].transpose(0, 1).reshape(
+        -1, 4)
+    label = torch.arange(n_class - 1, device=prob.device)[:, None].expand_as(
+        score).reshape(-1)
+    score = score.reshape(-1)
+    candidate = torch.where(score > score_thresh)[0]
+    return bbox[candidate], score[candidate], label[candidate]
+
+
+def per_class_order(keep, score, label):
+    """The indices ``keep`` (of :func:`candidates`) in per-class nms's
+    order, whatever order the suppression gave them in: by class, then
+    descending score, then RoI (stable sorts, the last key first)."""
+    keep = keep.sort()[0]
+    keep = keep[score[keep].sort(descending=True, stable=True)[1]]
+    return keep[label[keep].sort(stable=True)[1]]
 
 
 def _per_class_nms(bbox, score, label, n_class, nms_thresh):
