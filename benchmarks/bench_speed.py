@@ -21,7 +21,6 @@ import resource
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from model import FasterRCNNVGG16  # noqa: E402
 from model.faster_rcnn_toy import FasterRCNNToy  # noqa: E402
 from trainer import FasterRCNNTrainer  # noqa: E402
 from utils.amp import autocast  # noqa: E402
+from utils.cuda_syncs import cuda_syncs  # noqa: E402
 
 SETTINGS = dict(
     original=dict(amp=None, sampler='numpy', suppression='per_class',
@@ -86,15 +86,9 @@ def train_rate(trainer, n, size, steps, device, rng):
 def syncs_per_step(trainer, n, size, device, rng):
     """Host synchronisations in one CUDA training step."""
     imgs, bboxes, labels = device_batch(rng, n, size, device)
-    synchronize(device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        torch.cuda.set_sync_debug_mode('warn')
-        try:
-            trainer.train_step(imgs, bboxes, labels, 1.)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    return sum('synchroniz' in str(w.message) for w in caught)
+    with cuda_syncs() as syncs:
+        trainer.train_step(imgs, bboxes, labels, 1.)
+    return len(syncs)
 
 
 def predict_rate(model, n, size, steps, device, amp, rng):

@@ -15,7 +15,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import warnings
 
 import pytest
 import torch
@@ -224,8 +223,8 @@ HOST_READS = ('item', 'tolist', 'numpy', '__bool__', '__int__', '__float__',
 def host_reads(device):
     """Records what waits on tensor values inside the block.
 
-    On CUDA: every synchronizing call (torch.cuda's sync debug mode), as
-    ``file:line`` of the Python line that made it. On the CPU nothing
+    On CUDA: every synchronizing call, as :func:`utils.cuda_syncs.cuda_syncs`
+    records it. On the CPU nothing
     waits, so the explicit reads stand in for them: each call of
     :data:`HOST_READS` on a tensor, as the name of the function that made
     it (dynamic shapes, e.g. ``torch.where(mask)``, are not seen here).
@@ -233,19 +232,12 @@ def host_reads(device):
     Yields:
         list of str: filled in as the block runs.
     """
-    reads = []
     if device.type == 'cuda':
-        torch.cuda.synchronize()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            torch.cuda.set_sync_debug_mode('warn')
-            try:
-                yield reads
-            finally:
-                torch.cuda.set_sync_debug_mode(0)
-        reads += ['{}:{}'.format(w.filename, w.lineno) for w in caught
-                  if 'synchroniz' in str(w.message)]
+        from utils.cuda_syncs import cuda_syncs
+        with cuda_syncs() as syncs:
+            yield syncs
         return
+    reads = []
     originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
 
     def recording(name):
