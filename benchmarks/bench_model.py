@@ -21,7 +21,6 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'benchmarks')]
 
 from bench_data import median_time  # noqa: E402
 from model import FasterRCNNVGG16  # noqa: E402
-from model.region_proposal_network import _enumerate_shifted_anchor  # noqa: E402
 from model.utils.creator_tool import (AnchorTargetCreator,  # noqa: E402
                                       ProposalCreator, ProposalTargetCreator)
 from reference import original  # noqa: E402

@@ -10,7 +10,6 @@ conftest.host_reads); the CUDA variants count the real ones.
 import sys
 
 import numpy as np
-import pytest
 import torch
 from torchnet.meter import ConfusionMeter
 
