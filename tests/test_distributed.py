@@ -107,7 +107,8 @@ def _ddp_worker(rank, init_file, out_dir):
                     after_nan=params_of(trainer), meters=meters,
                     mean_meters=mean_meters),
                os.path.join(out_dir, 'rank{}.pt'.format(rank)))
-    dist.destroy_process_group()
+    del trainer, forward, nan_in_rank_1  # the wrapper goes before the group
+    distributed.shutdown()
 
 
 def test_two_processes_step_as_one_on_both_their_images(tmp_path):
@@ -175,7 +176,7 @@ def _eval_worker(rank, init_file, out_dir, data_dir, n_test):
                                                    WORLD_SIZE, sizes))
     result = train.eval(loader, toy_model())
     torch.save(result, os.path.join(out_dir, 'rank{}.pt'.format(rank)))
-    dist.destroy_process_group()
+    distributed.shutdown()
 
 
 def test_shared_evaluation_equals_one_process(tmp_path):

@@ -13,6 +13,7 @@ Collectives (:func:`any_rank`, :func:`all_gather_object`,
 :func:`mean_over_ranks`, :func:`barrier`)
 must be called by every process at the same point of the program.
 """
+import gc
 import os
 
 import torch
@@ -75,9 +76,16 @@ def init(device=None):
 
 
 def shutdown():
-    """Leaves the process group, if this process joined one."""
+    """Leaves the process group, if this process joined one.
+
+    A trainer and its DDP wrapper hold each other, so they outlive the
+    last reference to them until the garbage collector runs. Freed after
+    the group (at exit), the wrapper can abort the process ("terminate
+    called without an active exception"): they are collected first.
+    """
     global _device
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
     _device = torch.device('cpu')
 
