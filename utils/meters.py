@@ -30,8 +30,9 @@ class ConfusionMatrix:
             self.counts = torch.zeros(self.k * self.k, dtype=torch.long,
                                       device=scores.device)
         target = target.long()
-        weight = torch.ones_like(target)
-        if ignore_index is not None:
+        if ignore_index is None:
+            weight = torch.ones_like(target)
+        else:
             weight = (target != ignore_index).long()
             target = target.masked_fill(target == ignore_index, 0)
         pair = target * self.k + scores.argmax(dim=1)
