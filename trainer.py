@@ -283,7 +283,9 @@ class FasterRCNNTrainer(nn.Module):
         :meth:`train_step`, in a process group already initialised.
 
         The trainer, not the model, is wrapped: its forward makes the
-        losses. Checkpoints keep the model's own state dict.
+        losses. Checkpoints keep the model's own state dict. The trainer
+        and the wrapper hold each other: leave the group with
+        :func:`utils.distributed.shutdown`, which frees them first.
 
         Args:
             **kwargs: DistributedDataParallel's, e.g. ``device_ids``.

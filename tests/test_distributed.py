@@ -90,14 +90,7 @@ def _ddp_worker(rank, init_file, out_dir):
     mean_meters = distributed.mean_over_ranks(meters)
 
     # a non-finite loss in rank 1 stops both, neither steps
-    forward = trainer.forward
-
-    def nan_in_rank_1(*args):
-        out = forward(*args)
-        return out._replace(total_loss=out.total_loss * float('nan')) \
-            if rank == 1 else out
-
-    trainer.forward = nan_in_rank_1
+    _nan_loss_in_rank_1(trainer, rank)
     try:
         trainer.train_step(*rank_batch(rank, 2), 1.)
         error = None
@@ -107,8 +100,20 @@ def _ddp_worker(rank, init_file, out_dir):
                     after_nan=params_of(trainer), meters=meters,
                     mean_meters=mean_meters),
                os.path.join(out_dir, 'rank{}.pt'.format(rank)))
-    del trainer, forward, nan_in_rank_1  # the wrapper goes before the group
+    del trainer  # its DDP wrapper is freed before the group goes
     distributed.shutdown()
+
+
+def _nan_loss_in_rank_1(trainer, rank):
+    """Makes the trainer's total loss nan in rank 1 (its forward patched)."""
+    forward = trainer.forward
+
+    def nan_in_rank_1(*args):
+        out = forward(*args)
+        return out._replace(total_loss=out.total_loss * float('nan')) \
+            if rank == 1 else out
+
+    trainer.forward = nan_in_rank_1
 
 
 def test_two_processes_step_as_one_on_both_their_images(tmp_path):
