@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from torchvision.ops import nms
 
 from model.build import load_detector
-from model.faster_rcnn import candidates, per_class_order
+from model.utils.suppression import candidates, per_class_order
 from model.region_proposal_network import _enumerate_shifted_anchor
 from model.utils.bbox_tools import loc2bbox
 

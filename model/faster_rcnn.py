@@ -9,16 +9,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, nms
 
 from model.region_proposal_network import (per_image, roi_counts,
                                            shared_or_each)
 from model.utils.bbox_tools import loc2bbox
 from model.utils.layers import full_precision
 from model.utils.preprocess import preprocess
+from model.utils.suppression import (candidates, checked_batched_nms,
+                                     per_class_nms, per_class_order)
 
-# How predict suppresses overlapping boxes: class by class (the original's,
-# exact) or all classes in one call (faster on a GPU; see _suppress).
+# How predict suppresses overlapping boxes: class by class (the original's)
+# or all classes in one call (faster on a GPU); both keep the same boxes.
 SUPPRESSIONS = ('per_class', 'batched')
 
 PRESETS = {
@@ -221,16 +222,13 @@ class FasterRCNN(nn.Module):
         a candidate. With ``suppression='per_class'`` (the default) each
         class is suppressed by its own ``nms`` call, as in the original;
         with ``'batched'`` all classes go through one
-        :func:`torchvision.ops.batched_nms` call. Both run on the device of
-        the inputs and move the result to the host once. The detections are
-        grouped by class in class order and, within a class, ordered as
-        ``nms`` on that class alone orders them: by descending score, ties
-        by RoI order. ``'batched'`` keeps the same detections with one
-        reservation: below torchvision's size threshold ``batched_nms``
-        separates the classes by adding a class offset to the coordinates,
-        whose rounding can decide a pair whose IoU lies within float
-        rounding of ``nms_thresh`` the other way (boxes with integer
-        coordinates are unaffected).
+        :func:`torchvision.ops.batched_nms` call, whose result is checked
+        on the device against the per-class rule (see
+        :func:`~model.utils.suppression.checked_batched_nms`). Both keep
+        the same detections, run on the device of the inputs and move the
+        result to the host once. The detections are grouped by class in
+        class order and, within a class, ordered as ``nms`` on that class
+        alone orders them: by descending score, ties by RoI order.
 
         Args:
             raw_cls_bbox (torch.Tensor): :math:`(R, (L + 1) \\times 4)`,
@@ -245,10 +243,11 @@ class FasterRCNN(nn.Module):
         bbox, score, label = candidates(raw_cls_bbox, raw_prob,
                                         self.score_thresh)
         if self.suppression == 'batched':
-            keep = batched_nms(bbox, score, label, self.nms_thresh)
+            keep = checked_batched_nms(bbox, score, label, self.n_class - 1,
+                                       len(raw_prob), self.nms_thresh)
         else:
-            keep = _per_class_nms(bbox, score, label, self.n_class - 1,
-                                  self.nms_thresh)
+            keep = per_class_nms(bbox, score, label, range(self.n_class - 1),
+                                 self.nms_thresh)
         keep = per_class_order(keep, score, label)
         dtype = torch.promote_types(
             torch.promote_types(bbox.dtype, score.dtype), torch.float32)
@@ -423,52 +422,6 @@ class FasterRCNN(nn.Module):
         for param_group in self.optimizer.param_groups:
             param_group['lr'] *= decay
         return self.optimizer
-
-
-def candidates(cls_bbox, prob, score_thresh):
-    """Every (RoI, foreground class) pair scored above ``score_thresh``,
-    class-major: a class's boxes in RoI order, so that an index order is a
-    (class, RoI) order.
-
-    Args:
-        cls_bbox (torch.Tensor): :math:`(R, (L + 1) \\times 4)`, each box
-            ``(y_min, x_min, y_max, x_max)``.
-        prob (torch.Tensor): :math:`(R, L + 1)` class probabilities.
-        score_thresh (float): Keep pairs scoring above this.
-
-    Returns:
-        (torch.Tensor, torch.Tensor, torch.Tensor): bbox :math:`(C, 4)`,
-        score :math:`(C,)` and label :math:`(C,)` int64 in
-        :math:`[0, L - 1]` of the C candidates.
-    """
-    n_class = prob.shape[1]
-    score = prob[:, 1:].transpose(0, 1)
-    bbox = cls_bbox.reshape(-1, n_class, 4)[:, 1:].transpose(0, 1).reshape(
-        -1, 4)
-    label = torch.arange(n_class - 1, device=prob.device)[:, None].expand_as(
-        score).reshape(-1)
-    score = score.reshape(-1)
-    candidate = torch.where(score > score_thresh)[0]
-    return bbox[candidate], score[candidate], label[candidate]
-
-
-def per_class_order(keep, score, label):
-    """The indices ``keep`` (of :func:`candidates`) in per-class nms's
-    order, whatever order the suppression gave them in: by class, then
-    descending score, then RoI (stable sorts, the last key first)."""
-    keep = keep.sort()[0]
-    keep = keep[score[keep].sort(descending=True, stable=True)[1]]
-    return keep[label[keep].sort(stable=True)[1]]
-
-
-def _per_class_nms(bbox, score, label, n_class, nms_thresh):
-    """Indices kept by ``nms`` run on each class's candidates alone, on
-    their device (torchvision's own fallback for large inputs)."""
-    keep = []
-    for l in range(n_class):
-        index = torch.where(label == l)[0]
-        keep.append(index[nms(bbox[index], score[index], nms_thresh)])
-    return torch.cat(keep) if keep else label[:0]
 
 
 def _check_part(part, name, attribute, meaning):

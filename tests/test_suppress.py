@@ -1,8 +1,9 @@
 """FasterRCNN._suppress, both ways (suppression='per_class', the default,
-and 'batched', one batched_nms call) gives the per-class loop's detections
-(same boxes, scores and labels, grouped by class in class order, within a
-class in nms's order), tied scores and empty classes included; only
-'per_class' is exact at the IoU threshold.
+and 'batched', one batched_nms call checked on the device) gives the
+per-class loop's detections (same boxes, scores and labels, grouped by
+class in class order, within a class in nms's order), tied scores, empty
+classes and IoUs at the threshold included; and the check itself
+(model.utils.suppression.doubtful_classes) on cases by hand.
 
 The per-class loop that predict used before is kept here as the slow,
 obvious reference.
@@ -10,9 +11,11 @@ obvious reference.
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import nms
+from torchvision.ops import batched_nms, nms
 
-from conftest import build_tiny_faster_rcnn
+from conftest import build_tiny_faster_rcnn, host_reads
+from model.utils.suppression import (IOU_MARGIN, checked_batched_nms,
+                                     doubtful_classes, nms_iou)
 
 
 @pytest.fixture(params=['per_class', 'batched'])
@@ -146,22 +149,136 @@ def test_no_candidate_gives_empty_arrays(device, suppression):
     assert score.shape == (0,) and score.dtype == np.float32
 
 
-def test_per_class_is_exact_where_batched_offsets_round(device):
-    """Two float boxes of the last class whose IoU is within rounding of
-    0.3: batched_nms's class offset may decide them the other way; the
-    default per-class suppression decides exactly as the original loop."""
-    model = build_tiny_faster_rcnn(n_fg_class=20)
-    assert model.suppression == 'per_class'
+def near_threshold_pairs(rng, n, nms_thresh=0.3):
+    """``n`` pairs of float boxes, the second the first moved down by the
+    overlap that makes their IoU ``nms_thresh`` in exact arithmetic: in
+    float32 it lands within rounding of the threshold, on either side."""
+    y, x = rng.uniform(0, 300, size=(2, n))
+    h, w = rng.uniform(20, 200, size=(2, n))
+    overlap = 2 * nms_thresh * h / (1 + nms_thresh)
+    first = np.stack((y, x, y + h, x + w), axis=1)
+    second = first + np.stack((h - overlap, 0 * x, h - overlap, 0 * x),
+                              axis=1)
+    return (torch.from_numpy(first.astype(np.float32)),
+            torch.from_numpy(second.astype(np.float32)))
+
+
+def test_both_are_exact_where_batched_nms_offsets_round(device, suppression):
+    """Pairs of float boxes of the last class (whose coordinates
+    batched_nms offsets most) with an IoU within rounding of 0.3: batched_nms
+    alone decides some of them the other way, and the check sends those
+    classes back to nms; both suppressions decide every pair as the loop."""
+    model = build_tiny_faster_rcnn(n_fg_class=20, suppression=suppression)
     model.use_preset('evaluate')
-    cls_bbox = torch.zeros((2, 21, 4))
-    cls_bbox[0, 20] = torch.tensor([2.8319671, 12.428328, 59.53821, 68.90022])
-    cls_bbox[1, 20] = torch.tensor([2.8319671, 42.836357, 59.53821, 99.30826])
-    prob = torch.zeros((2, 21))
-    prob[:, 20] = torch.tensor([0.9, 0.8])
-    label = assert_same(model, cls_bbox.reshape(2, -1).to(device),
-                        prob.to(device))
-    assert len(label) == len(suppress_per_class(
-        model, cls_bbox.reshape(2, -1), prob)[1])
+    first, second = near_threshold_pairs(np.random.RandomState(0), 100)
+    n_offset_wrong = 0
+    for a, b in zip(first, second):
+        cls_bbox = torch.zeros((3, 21, 4))
+        cls_bbox[0, 20], cls_bbox[1, 20] = a, b
+        cls_bbox[2, 1] = torch.tensor([0., 0., 1000., 1000.])
+        prob = torch.zeros((3, 21))
+        prob[:2, 20] = torch.tensor([0.9, 0.8])
+        prob[2, 1] = 0.5
+        cls_bbox = cls_bbox.reshape(3, -1).to(device)
+        prob = prob.to(device)
+        label = assert_same(model, cls_bbox, prob)
+        n_offset_wrong += len(label) != len(batched_nms(
+            cls_bbox.reshape(3, 21, 4)[[0, 1, 2], [20, 20, 1]],
+            prob[[0, 1, 2], [20, 20, 1]], torch.tensor([19, 19, 0]).to(device),
+            model.nms_thresh))
+    assert n_offset_wrong > 10
+
+
+def test_the_check_reads_the_iou_as_nms_does(device):
+    """Two-box nms keeps both boxes exactly when nms_iou's IoU is at most
+    the threshold, wherever that IoU lies further than IOU_MARGIN from it;
+    on the CPU also at the threshold (there nms compares in float64), for
+    thresholds 0.3 and each pair's own IoU."""
+    first, second = near_threshold_pairs(np.random.RandomState(1), 1000)
+    first, second = first.to(device), second.to(device)
+    iou = nms_iou(first, second[:, None])[:, 0].tolist()
+    score = torch.tensor([0.9, 0.8], device=device)
+    n_near = 0
+    for a, b, iou_k in zip(first, second, iou):
+        for nms_thresh in (0.3, iou_k):
+            excess = iou_k - nms_thresh
+            n_near += abs(excess) <= IOU_MARGIN
+            both = len(nms(torch.stack((a, b)), score, nms_thresh)) == 2
+            if device.type == 'cpu' or abs(excess) > IOU_MARGIN:
+                assert both == (excess <= 0), (a, b, nms_thresh)
+    assert n_near > 1000
+
+
+def hand_case(device):
+    """Candidates of 3 classes, class-major in RoI order (as candidates()
+    gives them), and the indices nms keeps class by class:
+    class 0: boxes 0 and 1 overlap with IoU 0.5, box 2 apart -> 0, 2;
+    class 1: box 3 alone -> 3;
+    class 2: boxes 4 and 5 with IoU 0.2 -> 4, 5."""
+    bbox = torch.tensor([[0., 0., 10., 10.], [0., 0., 10., 5.],
+                         [50., 50., 60., 60.],
+                         [0., 0., 10., 10.],
+                         [0., 0., 10., 10.], [0., 0., 10., 2.]])
+    score = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    label = torch.tensor([0, 0, 0, 1, 2, 2])
+    keep = torch.tensor([0, 2, 3, 4, 5])
+    return bbox.to(device), score.to(device), label.to(device), \
+        keep.to(device)
+
+
+def doubted(bbox, score, label, keep, nms_thresh=0.3):
+    return torch.where(doubtful_classes(bbox, score, label, keep, 3, 3,
+                                        nms_thresh))[0].tolist()
+
+
+def test_the_check_trusts_nms_own_result(device):
+    bbox, score, label, keep = hand_case(device)
+    assert doubted(bbox, score, label, keep) == []
+    assert doubted(bbox, score, label, keep.flip(0)) == []  # any order
+    assert torch.equal(checked_batched_nms(bbox, score, label, 3, 3, 0.3)
+                       .sort()[0], keep)
+
+
+def test_the_check_doubts_a_class_kept_wrongly(device):
+    bbox, score, label, keep = hand_case(device)
+    assert doubted(bbox, score, label, keep[keep != 2]) == [0]  # lost
+    assert doubted(bbox, score, label, keep[keep != 5]) == [2]  # lost
+    too_many = torch.cat((keep, torch.tensor([1], device=device)))
+    assert doubted(bbox, score, label, too_many) == [0]  # suppressed one
+
+
+def test_the_check_doubts_an_iou_at_the_threshold(device):
+    """Class 2's pair has IoU 0.2 exactly (in float32, 0.2 rounds); a
+    threshold within IOU_MARGIN either side of it puts class 2 in doubt,
+    one further away does not."""
+    bbox, score, label, keep = hand_case(device)
+    for nms_thresh in (0.2, 0.2 + IOU_MARGIN / 2, 0.2 - IOU_MARGIN / 2):
+        assert 2 in doubted(bbox, score, label, keep, nms_thresh)
+    assert doubted(bbox, score, label, keep, 0.2 + 2 * IOU_MARGIN) == []
+
+
+def test_the_check_doubts_an_overlapping_tie_only(device):
+    """Class 0's two overlapping boxes tied: which one nms keeps depends on
+    how its sort orders ties, so the class is in doubt. Class 2's tied pair
+    under a threshold above their IoU keeps both whatever the order."""
+    bbox, score, label, keep = hand_case(device)
+    score[1] = score[0]
+    score[5] = score[4]
+    assert doubted(bbox, score, label, keep) == [0]
+
+
+def test_the_check_reads_nothing_on_the_host(device):
+    """doubtful_classes stays on the device; checked_batched_nms reads its
+    verdict once (on a GPU, nms also waits for its own mask)."""
+    bbox, score, label, keep = hand_case(device)
+    doubtful_classes(bbox, score, label, keep, 3, 3, 0.3)  # allocates
+    with host_reads(device) as reads:
+        doubtful_classes(bbox, score, label, keep, 3, 3, 0.3)
+    assert reads == []
+    if device.type == 'cpu':
+        with host_reads(device) as reads:
+            checked_batched_nms(bbox, score, label, 3, 3, 0.3)
+        assert reads == ['checked_batched_nms']
 
 
 def test_bad_suppression_is_named():
