@@ -92,14 +92,17 @@ def test_a_torch_sampled_step_has_no_numpy_and_reads_its_losses_once(
     monkeypatch.undo()
     assert all(torch.isfinite(v) for v in losses)
     if device.type == 'cpu':
-        # the losses' one transfer; the rest read host data: the gt's
-        # checks and the image sizes
+        # the losses' one transfer and the RoI samples' one read of their
+        # candidate counts; the rest read host data: the gt's checks and
+        # the image sizes
         assert reads.count('loss_values') == 1
-        assert set(reads) <= {'loss_values', '_check_batch', 'per_image'}
+        assert reads.count('_sample_rois') == 1
+        assert set(reads) <= {'loss_values', '_sample_rois', '_check_batch',
+                              'per_image'}
     else:
         # what must wait: the proposals (their size filter and nms, with
-        # its copy back), the RoI samples' two candidate sets, the losses
-        assert len(reads) <= 6, reads
+        # its copy back), the RoI samples' candidate counts, the losses
+        assert len(reads) <= 5, reads
         assert not any('meters.py' in r for r in reads), reads
         assert sum('trainer.py' in r for r in reads) == 1, reads  # losses
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model.utils import creator_tool
+from model.utils.bbox_tools import bbox_iou
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from test_creator_tool import make_case, make_rois
 
@@ -22,30 +23,6 @@ def proposal_case(seed, device):
     rng, img_size, _, bbox, label = make_case(seed)
     roi = make_rois(rng, img_size, bbox)
     return [torch.from_numpy(a).to(device) for a in (roi, bbox, label)]
-
-
-@pytest.fixture
-def draws(monkeypatch):
-    """Records every (candidates, size, sampler, drawn) of _random_choice."""
-    record = []
-    random_choice = creator_tool._random_choice
-
-    def spy(index, size, sampler='numpy'):
-        drawn = random_choice(index, size, sampler)
-        record.append((index, size, sampler, drawn))
-        return drawn
-
-    monkeypatch.setattr(creator_tool, '_random_choice', spy)
-    return record
-
-
-def assert_drawn_from_candidates(draws, device):
-    for index, size, sampler, drawn in draws:
-        assert sampler == 'torch'
-        assert drawn.device == device
-        assert len(drawn) == size
-        assert len(torch.unique(drawn)) == size  # without replacement
-        assert torch.isin(drawn, index).all()
 
 
 @pytest.mark.parametrize('seed', SEEDS)
@@ -91,12 +68,11 @@ def test_torch_subsample_keeps_n_of_the_candidates(value, device):
 
 
 @pytest.mark.parametrize('seed', SEEDS)
-def test_proposal_target_counts_and_candidates(seed, device, draws):
+def test_proposal_target_counts_and_candidates(seed, device):
     roi, bbox, label = proposal_case(seed, device)
+    creator = ProposalTargetCreator(sampler='torch')
     _, _, np_roi_label = ProposalTargetCreator()(roi, bbox, label)
-    draws.clear()
-    sample_roi, gt_roi_loc, gt_roi_label = ProposalTargetCreator(
-        sampler='torch')(roi, bbox, label)
+    sample_roi, gt_roi_loc, gt_roi_label = creator(roi, bbox, label)
     assert sample_roi.device == device and gt_roi_label.device == device
     assert len(gt_roi_label) == len(np_roi_label)
     assert int((gt_roi_label > 0).sum()) == int((np_roi_label > 0).sum())
@@ -104,11 +80,35 @@ def test_proposal_target_counts_and_candidates(seed, device, draws):
     # positives first, as with numpy
     n_pos = int((gt_roi_label > 0).sum())
     assert (gt_roi_label[:n_pos] > 0).all()
-    # every sample is a proposal or a gt box
+    # every sample a proposal or a gt box, none twice (the RoIs are
+    # distinct), each from its own candidates
     all_roi = torch.cat((roi, bbox))
+    assert len(torch.unique(all_roi, dim=0)) == len(all_roi)
     assert (sample_roi[:, None] == all_roi[None]).all(dim=2).any(dim=1).all()
-    assert draws
-    assert_drawn_from_candidates(draws, device)
+    assert len(torch.unique(sample_roi, dim=0)) == len(sample_roi)
+    if len(bbox):
+        max_iou = bbox_iou(sample_roi, bbox).max(dim=1)[0]
+        assert (max_iou[:n_pos] >= creator.pos_iou_thresh).all()
+        assert (max_iou[n_pos:] < creator.neg_iou_thresh_hi).all()
+
+
+@pytest.mark.parametrize('n', [0, 1, 7, 300])
+def test_random_ranking_puts_the_candidates_first_in_any_order(n, device):
+    generator = np.random.RandomState(n)
+    candidate = torch.from_numpy(generator.rand(n) < 0.3).to(device)
+    n_candidate = int(candidate.sum())
+    first = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        ranking = creator_tool._random_ranking(candidate)
+        assert ranking.device == device
+        assert sorted(ranking.tolist()) == list(range(n))  # a permutation
+        assert candidate[ranking[:n_candidate]].all()
+        assert not candidate[ranking[n_candidate:]].any()
+        if n_candidate:
+            first.add(int(ranking[0]))
+    # many candidates come first in some draw: no end is favoured
+    assert len(first) >= min(n_candidate, 10)
 
 
 def test_candidates_by_hand(device):

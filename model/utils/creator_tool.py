@@ -66,20 +66,53 @@ def _on_device(values, like):
                                                      non_blocking=True)
 
 
-def _random_choice(index, size, sampler='numpy'):
-    """Picks ``size`` of ``index`` without replacement.
-
-    With ``sampler='numpy'`` as ``np.random.choice(index, size,
-    replace=False)`` does: numpy's global RNG draws the positions (the same
-    draws as choosing from the array itself) and the tensor is indexed on
-    its own device. With ``sampler='torch'`` ``torch.randperm`` draws them
-    on the device of ``index`` from torch's RNG, without a host round trip.
-    """
-    if sampler == 'torch':
-        position = torch.randperm(len(index), device=index.device)[:size]
-        return index[position]
+def _random_choice(index, size):
+    """Picks ``size`` of ``index`` without replacement, as
+    ``np.random.choice(index, size, replace=False)`` does: numpy's global
+    RNG draws the positions (the same draws as choosing from the array
+    itself) and the tensor is indexed on its own device."""
     position = np.random.choice(len(index), size=size, replace=False)
     return index[torch.as_tensor(position, device=index.device)]
+
+
+def _random_ranking(candidate):
+    """Indices of ``candidate``'s True entries first, in a uniformly random
+    order (``torch.randperm`` on its device), then the others."""
+    perm = torch.randperm(len(candidate), device=candidate.device)
+    return perm[(~candidate[perm]).to(torch.uint8).argsort(stable=True)]
+
+
+def _sample_rois(pos, neg, n_pos_max, n_sample, sampler):
+    """Draws the positive and the negative RoIs.
+
+    Args:
+        pos (torch.Tensor): :math:`(R',)` bool, the positive candidates.
+        neg (torch.Tensor): :math:`(R',)` bool, the negative candidates.
+        n_pos_max (int): The most positives.
+        n_sample (int): The most samples.
+        sampler (str): ``'numpy'``: each set's indices are drawn by
+            :func:`_random_choice`, as the original does. ``'torch'``: both
+            from :func:`_random_ranking`, their sizes read on the host in
+            one transfer.
+
+    Returns:
+        (torch.Tensor, torch.Tensor): The indices of the positives drawn
+        and of the negatives drawn.
+    """
+    if sampler == 'torch':
+        n_pos_all, n_neg_all = torch.stack((pos.sum(), neg.sum())).tolist()
+        n_pos = min(n_pos_max, n_pos_all)
+        n_neg = min(n_sample - n_pos, n_neg_all)
+        return _random_ranking(pos)[:n_pos], _random_ranking(neg)[:n_neg]
+    pos_index = torch.where(pos)[0]
+    n_pos = int(min(n_pos_max, len(pos_index)))
+    if len(pos_index):
+        pos_index = _random_choice(pos_index, n_pos)
+    neg_index = torch.where(neg)[0]
+    n_neg = int(min(n_sample - n_pos, len(neg_index)))
+    if len(neg_index):
+        neg_index = _random_choice(neg_index, n_neg)
+    return pos_index, neg_index
 
 
 class ProposalTargetCreator:
@@ -101,9 +134,10 @@ class ProposalTargetCreator:
         sampler (str): What draws the samples. ``'numpy'`` (default):
             numpy's global RNG, the original design's samples under the
             same seed. ``'torch'``: ``torch.randperm`` on the device of the
-            inputs, seeded by torch's RNG, with no host round trip; the
-            counts are the same and every sample comes from the same
-            candidates, but the samples differ from the original's.
+            inputs, seeded by torch's RNG, with no host round trip but one
+            read of the two candidate counts; the counts are the same and
+            every sample comes from the same candidates, but the samples
+            differ from the original's.
     """
 
     def __init__(self, n_sample=128, pos_ratio=0.25, pos_iou_thresh=0.5,
@@ -169,18 +203,13 @@ class ProposalTargetCreator:
             gt_assignment = roi.new_zeros(len(roi), dtype=torch.long)
             max_iou = roi.new_zeros(len(roi))
 
-        pos_roi_per_image = round(self.n_sample * self.pos_ratio)
-        pos_index = torch.where(max_iou >= self.pos_iou_thresh)[0]
-        n_pos = int(min(pos_roi_per_image, len(pos_index)))
-        if len(pos_index):
-            pos_index = _random_choice(pos_index, n_pos, self.sampler)
-
-        neg_index = torch.where((max_iou < self.neg_iou_thresh_hi) &
-                                (max_iou >= self.neg_iou_thresh_lo))[0]
-        n_neg = int(min(self.n_sample - n_pos, len(neg_index)))
-        if len(neg_index):
-            neg_index = _random_choice(neg_index, n_neg, self.sampler)
-
+        pos_index, neg_index = _sample_rois(
+            max_iou >= self.pos_iou_thresh,
+            (max_iou < self.neg_iou_thresh_hi)
+            & (max_iou >= self.neg_iou_thresh_lo),
+            round(self.n_sample * self.pos_ratio), self.n_sample,
+            self.sampler)
+        n_pos = len(pos_index)
         keep_index = torch.cat((pos_index, neg_index))
         sample_roi = roi[keep_index]
         gt_roi_label = label.new_zeros(len(keep_index))
@@ -343,7 +372,7 @@ def _subsample(label, value, n_keep, sampler='numpy'):
     index = torch.where(candidate)[0]
     n_keep = int(n_keep)
     if len(index) > n_keep:
-        label[_random_choice(index, len(index) - n_keep, sampler)] = -1
+        label[_random_choice(index, len(index) - n_keep)] = -1
 
 
 def _calc_ious(anchor, bbox, inside):
