@@ -129,6 +129,7 @@ def doubtful_classes(bbox, score, label, keep, n_class, n_roi, nms_thresh):
     count = label.new_zeros(n_class).index_add_(0, label,
                                                 torch.ones_like(label))
     end = count.cumsum(0)
+    start = end - count
     kept = torch.zeros_like(label, dtype=torch.bool)
     kept[keep] = True
     suppressed = torch.zeros_like(label)
@@ -137,7 +138,7 @@ def doubtful_classes(bbox, score, label, keep, n_class, n_roi, nms_thresh):
     for rows in keep.split(max(1, 2 ** 20 // max(n_roi, 1))):  # (K',)
         row_label = label[rows]
         # the candidates of each row's class, padded to R: (K', R)
-        cols = (end - count)[row_label, None] + offset
+        cols = start[row_label, None] + offset
         valid = cols < end[row_label, None]
         cols = cols.clamp(max=len(label) - 1)
         excess = nms_iou(bbox[rows], bbox[cols]).double() - nms_thresh
@@ -156,7 +157,7 @@ def doubtful_classes(bbox, score, label, keep, n_class, n_roi, nms_thresh):
 
 
 def nms_iou(bbox_a, bbox_b):
-    """IoU of each box of ``bbox_a`` with each of its row of ``bbox_b``,
+    """IoU of each box of ``bbox_a`` with each box of its row of ``bbox_b``,
     computed as torchvision's ``nms`` computes it (the same operations in
     the same order and dtype).
 
