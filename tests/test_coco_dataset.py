@@ -138,7 +138,50 @@ def test_zero_width_or_height_boxes_are_left_out(tmp_path):
     np.testing.assert_array_equal(bbox, [[4, 3, 4.5, 3.25]])
 
 
+def test_areas_are_the_files_aligned_with_the_kept_objects(tmp_path):
+    anns = [_ann(1, 7, 1, [0, 0, 10, 20]), _ann(2, 7, 3, [5, 5, 4, 4], 1),
+            _ann(3, 7, 18, [1, 2, 3, 0]), _ann(4, 7, 18, [1, 2, 6, 5]),
+            _ann(5, 3, 1, [0, 0, 2, 2])]
+    for ann, area in zip(anns, (150.5, 7.0, 0.0, None, 3)):
+        if area is None:
+            del ann['area']  # none in the file: the box's
+        else:
+            ann['area'] = area
+    ann_file, img_dir = _write_coco(tmp_path, anns)
+    dataset = COCOBboxDataset(ann_file, img_dir)
+    # The crowd region and the zero-height box are left out.
+    assert dataset.get_annotation(0)[1].tolist() == [0, 2]
+    area = dataset.get_area(0)
+    assert area.dtype == np.float64
+    assert area.tolist() == [150.5, 30.0]
+    assert dataset.get_area(1).tolist() == [3.0]
+    with_crowds = COCOBboxDataset(ann_file, img_dir, use_difficult=True)
+    assert with_crowds.get_area(0).tolist() == [150.5, 7.0, 30.0]
+    assert with_crowds.get_annotation(0)[2].tolist() == [False, True, False]
+
+
+def test_segmentations_are_not_kept(tmp_path):
+    ann = _ann(1, 7, 1, [0, 0, 10, 20])
+    ann['segmentation'] = [[0, 0, 10, 0, 10, 20]]
+    ann_file, img_dir = _write_coco(tmp_path, [ann])
+    dataset = COCOBboxDataset(ann_file, img_dir)
+    np.testing.assert_array_equal(dataset.get_annotation(0)[0],
+                                  [[0, 0, 20, 10]])
+
+
 # ------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('area', ['12', True, float('inf'), [3]])
+def test_an_area_that_is_not_a_number_is_named(tmp_path, area):
+    ann = _ann(4, 7, 1, [0, 0, 10, 20])
+    ann['area'] = area
+    ann_file, img_dir = _write_coco(tmp_path, [ann])
+    with pytest.raises(ValueError) as excinfo:
+        COCOBboxDataset(ann_file, img_dir)
+    assert _message(excinfo) == (
+        'annotation file {}: annotation 4 of image 7 has area {!r}; '
+        'expected a finite number'.format(ann_file, area))
+
 
 def test_missing_annotation_file_is_named(tmp_path):
     path = str(tmp_path / 'nope.json')

@@ -1,4 +1,5 @@
 import contextlib
+import copy
 import io
 import json
 
@@ -9,7 +10,9 @@ from pycocotools.cocoeval import COCOeval
 
 from data.coco_dataset import COCOBboxDataset
 from test_coco_dataset import _ann, _write_coco
-from utils.coco_eval import eval_detection_coco, to_coco_results
+from utils.coco_eval import (_cocoeval, _dets_of, eval_coco_results,
+                             eval_detection_coco, load_coco_gt,
+                             to_coco_results)
 
 # COCOeval's 101 recall points 0, 0.01, ..., 1: AP is the mean, over them,
 # of the best precision at a recall at least that point.
@@ -283,3 +286,307 @@ def test_results_of_a_coco_dataset_score_one_with_pycocotools_on_its_file(
         coco_eval.accumulate()
         coco_eval.summarize()
     assert coco_eval.stats[0] == pytest.approx(1.0)
+
+
+# ------------------------------------------ pycocotools' numbers, exactly
+
+def _pycocotools(ann_file_or_dataset, results, image_ids=None):
+    """COCOeval as pycocotools' users run it, after evaluate, accumulate
+    and summarize."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        if isinstance(ann_file_or_dataset, dict):
+            coco_gt = COCO()
+            coco_gt.dataset = copy.deepcopy(ann_file_or_dataset)
+            coco_gt.createIndex()
+        else:
+            coco_gt = COCO(ann_file_or_dataset)
+        if results:
+            coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+        else:  # loadRes cannot read an empty list
+            coco_dt = COCO()
+            coco_dt.dataset = {'images': coco_gt.dataset['images'],
+                               'annotations': [],
+                               'categories': coco_gt.dataset['categories']}
+            coco_dt.createIndex()
+        coco_eval = COCOeval(coco_gt, coco_dt, 'bbox')
+        if image_ids is not None:
+            coco_eval.params.imgIds = list(image_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval
+
+
+# A user's file: category ids 3, 7 and 11 declared out of order; image ids
+# neither contiguous nor sorted; an image without objects; areas unlike the
+# boxes' (the 40 x 40 boxes are small by their area, medium by their box);
+# crowd regions; a box of zero width; annotation ids from 500.
+USER_CATEGORIES = [{'id': 11, 'name': 'bird'}, {'id': 3, 'name': 'cat'},
+                   {'id': 7, 'name': 'dog'}]
+USER_IMAGES = [{'id': 42, 'file_name': 'a.png', 'height': 200, 'width': 220},
+               {'id': 5, 'file_name': 'b.png', 'height': 120, 'width': 100},
+               {'id': 17, 'file_name': 'c.png', 'height': 150, 'width': 90},
+               {'id': 99, 'file_name': 'empty.png', 'height': 50,
+                'width': 60}]
+
+
+def _user_annotations():
+    objects = [  # image, category, [x, y, w, h], area, iscrowd
+        (42, 3, [10, 10, 40, 40], 900.0, 0),
+        (42, 3, [100, 20, 40, 40], 1000.0, 0),
+        (42, 7, [10, 100, 120, 80], 8000.0, 0),
+        (42, 11, [150, 150, 60, 40], 2000.0, 1),
+        (5, 11, [5, 5, 20, 30], 500.0, 0),
+        (5, 3, [50, 40, 40, 40], 1600.0, 0),
+        (5, 7, [0, 60, 0, 20], 0.0, 0),
+        (17, 7, [10, 10, 70, 130], 9500.0, 0),
+        (17, 3, [0, 0, 90, 150], 13500.0, 1),
+    ]
+    return [{'id': 500 + 3 * n, 'image_id': img, 'category_id': cat,
+             'bbox': bbox, 'area': area, 'iscrowd': crowd}
+            for n, (img, cat, bbox, area, crowd) in enumerate(objects)]
+
+
+def _user_results():
+    """Detections of the user's file, in COCO's results format: found,
+    poorly placed, duplicated, confused, on a crowd region, on the
+    image without objects."""
+    dets = [  # image, category, [x, y, w, h], score
+        (42, 3, [10, 10, 40, 40], 0.9), (42, 3, [12, 10, 40, 40], 0.8),
+        (42, 3, [100, 30, 40, 40], 0.75), (42, 7, [10, 100, 110, 80], 0.7),
+        (42, 11, [150, 150, 30, 20], 0.6), (42, 11, [10, 10, 40, 40], 0.65),
+        (5, 11, [5, 5, 20, 30], 0.85), (5, 3, [60, 40, 40, 40], 0.5),
+        (5, 7, [0, 60, 2, 20], 0.4), (17, 7, [10, 10, 70, 100], 0.95),
+        (17, 3, [20, 20, 40, 40], 0.3), (99, 7, [0, 0, 30, 30], 0.55),
+    ]
+    return [{'image_id': img, 'category_id': cat, 'bbox': [float(v) for v in
+                                                           bbox],
+             'score': score} for img, cat, bbox, score in dets]
+
+
+def _write_user_file(tmp_path, annotations=None):
+    path = str(tmp_path / 'user.json')
+    with open(path, 'w') as f:
+        json.dump({'images': USER_IMAGES, 'categories': USER_CATEGORIES,
+                   'annotations': (_user_annotations() if annotations is None
+                                   else annotations)}, f)
+    return path
+
+
+_HEADLINE = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large')
+
+
+def _assert_equal_to(result, coco_eval):
+    """Our numbers are COCOeval's, exactly."""
+    assert list(result['stats']) == list(coco_eval.stats)
+    assert [result[key] for key in _HEADLINE] == list(coco_eval.stats[:6])
+
+
+def test_results_on_the_users_file_score_as_pycocotools(tmp_path):
+    ann_file = _write_user_file(tmp_path)
+    results = _user_results()
+    result = eval_coco_results(ann_file, results)
+    coco_eval = _pycocotools(ann_file, results)
+    _assert_equal_to(result, coco_eval)
+    # Every number is one that the case decides.
+    assert 0 < result['map'] < result['ap50'] < 1
+    assert result['ap_small'] > 0 and result['ap_large'] > 0
+    # Per class, in the order of the ids (cat 3, dog 7, bird 11).
+    precision = coco_eval.eval['precision'][:, :, :, 0, -1]
+    assert result['ap'].tolist() == [
+        precision[:, :, k][precision[:, :, k] > -1].mean() for k in range(3)]
+    assert result['summary'].splitlines()[0].startswith(
+        ' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all')
+
+
+def test_the_files_areas_decide_the_sizes(tmp_path):
+    # The same boxes sized by their own areas: other numbers.
+    ann_file = _write_user_file(tmp_path)
+    by_file = eval_coco_results(ann_file, _user_results())
+    annotations = _user_annotations()
+    for ann in annotations:
+        ann['area'] = ann['bbox'][2] * ann['bbox'][3]
+    (tmp_path / 'boxes').mkdir()
+    by_box = eval_coco_results(
+        _write_user_file(tmp_path / 'boxes', annotations), _user_results())
+    assert by_file['ap_small'] != by_box['ap_small']
+    assert by_file['ap_medium'] != by_box['ap_medium']
+    assert by_file['map'] == by_box['map']
+
+
+def test_a_subset_of_the_images_scores_as_cocoeval_with_those_ids(tmp_path):
+    ann_file = _write_user_file(tmp_path)
+    result = eval_coco_results(ann_file, _user_results(), image_ids=[42, 5])
+    _assert_equal_to(result, _pycocotools(ann_file, _user_results(),
+                                          image_ids=[42, 5]))
+    assert result['map'] != eval_coco_results(ann_file,
+                                              _user_results())['map']
+
+
+def test_no_detection_at_all_scores_zero_as_cocoeval(tmp_path):
+    ann_file = _write_user_file(tmp_path)
+    result = eval_coco_results(ann_file, [])
+    _assert_equal_to(result, _pycocotools(ann_file, []))
+    assert result['map'] == 0
+    assert result['ap'].tolist() == [0, 0, 0]
+
+
+def test_results_from_a_json_file_and_left_unchanged(tmp_path):
+    ann_file = _write_user_file(tmp_path)
+    results = _user_results()
+    path = str(tmp_path / 'detections.json')
+    with open(path, 'w') as f:
+        json.dump(results, f)
+    assert eval_coco_results(ann_file, path)['stats'].tolist() == \
+        eval_coco_results(ann_file, results)['stats'].tolist()
+    # loadRes would have added 'area', 'id', 'iscrowd', 'segmentation'.
+    assert results == _user_results()
+
+
+def test_a_result_of_an_image_not_in_the_file_is_named(tmp_path):
+    ann_file = _write_user_file(tmp_path)
+    results = _user_results() + [{'image_id': 1000, 'category_id': 3,
+                                  'bbox': [0, 0, 1, 1], 'score': 0.5}]
+    with pytest.raises(ValueError) as excinfo:
+        eval_coco_results(ann_file, results)
+    assert str(excinfo.value) == (
+        'the results hold image id 1000, which the annotation file does not '
+        'list (1 results of unknown images)')
+
+
+def test_a_file_without_area_or_iscrowd_is_scored_by_the_boxes(tmp_path):
+    annotations = [{k: v for k, v in ann.items()
+                    if k not in ('area', 'iscrowd')}
+                   for ann in _user_annotations()]
+    complete = [dict(ann, area=ann['bbox'][2] * ann['bbox'][3], iscrowd=0)
+                for ann in annotations]
+    result = eval_coco_results(
+        load_coco_gt(_write_user_file(tmp_path, annotations)),
+        _user_results())
+    (tmp_path / 'complete').mkdir()
+    _assert_equal_to(result, _pycocotools(
+        _write_user_file(tmp_path / 'complete', complete), _user_results()))
+
+
+def _random_case(rng, n_img=12):
+    """A random file and results with what the matching must get right:
+    tied scores, IoUs exactly at the thresholds (boxes on a grid), areas at
+    the range limits, crowd regions, objects of annotation id 0, more than
+    100 detections of one class in an image, categories without anything,
+    images without anything."""
+    categories = [{'id': c} for c in (3, 7, 11, 40)]
+    images = [{'id': int(i)} for i in rng.permutation(n_img) * 3 + 1]
+    annotations, results = [], []
+    for img in images:
+        for _ in range(rng.poisson(4)):
+            annotations.append({
+                'id': 0 if rng.rand() < 0.05 else len(annotations) + 1,
+                'image_id': img['id'],
+                'category_id': int(rng.choice([3, 7, 11])),
+                'bbox': [float(v) for v in np.concatenate((
+                    rng.randint(0, 10, 2) * 10,
+                    rng.choice([0, 10, 20, 32, 40, 96, 100], 2)))],
+                'area': float(rng.choice([32 ** 2, 96 ** 2, 500, 5000,
+                                          20000])),
+                'iscrowd': int(rng.rand() < 0.15)})
+        objects = [a for a in annotations if a['image_id'] == img['id']]
+        for _ in range(rng.poisson(8)):
+            if objects and rng.rand() < 0.7:
+                obj = objects[rng.randint(len(objects))]
+                bbox = [v + float(rng.choice([0, 0, 2, -5, 10]))
+                        for v in obj['bbox']]
+                cat = obj['category_id'] if rng.rand() < 0.8 else 7
+            else:
+                bbox = [float(v) for v in np.concatenate((
+                    rng.randint(0, 10, 2) * 10, rng.choice([10, 40, 96], 2)))]
+                cat = int(rng.choice([3, 7, 11]))
+            results.append({'image_id': img['id'], 'category_id': cat,
+                            'bbox': bbox,
+                            'score': float(rng.choice([0.3, 0.6, 0.9,
+                                                       rng.rand()]))})
+    # 130 detections of one class in one image: COCOeval keeps 100.
+    img = images[0]['id']
+    results += [{'image_id': img, 'category_id': 3,
+                 'bbox': [float(rng.randint(0, 5) * 10)] * 2 + [20., 20.],
+                 'score': float(rng.choice([0.1, 0.2, rng.rand()]))}
+                for _ in range(130)]
+    order = rng.permutation(len(results))
+    return ({'images': images, 'annotations': annotations,
+             'categories': categories}, [results[i] for i in order])
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_random_cases_give_cocoevals_arrays(seed):
+    rng = np.random.RandomState(seed)
+    dataset, results = _random_case(rng)
+    image_ids = None
+    if seed % 3 == 0:
+        image_ids = [img['id'] for img in dataset['images'][:8]]
+    coco_eval = _pycocotools(dataset, results, image_ids)
+    coco_gt = COCO()
+    coco_gt.dataset = copy.deepcopy(dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    ours = _cocoeval(coco_gt, _dets_of(results, coco_gt), image_ids)
+    for key in ('precision', 'recall', 'scores'):
+        np.testing.assert_array_equal(ours.eval[key], coco_eval.eval[key])
+    _assert_equal_to(eval_coco_results(coco_gt, results, image_ids),
+                     coco_eval)
+
+
+def test_eval_detection_coco_is_cocoeval_on_the_same_file():
+    # The arrays' numbers are those of pycocotools on the file they make.
+    rng = np.random.RandomState(5)
+    gts = [[(_square(*rng.randint(0, 50, 2), rng.choice([10, 40, 100])),
+             rng.randint(3)) for _ in range(rng.randint(0, 4))]
+           for _ in range(10)]
+    preds = [[(box if rng.rand() < 0.7 else FAR, label,
+               rng.choice([0.5, 0.9])) for box, label in gt] + [
+                   (_square(0, 0, 20), 1, 0.7)] for gt in gts]
+    difficults = [[rng.rand() < 0.2 for _ in gt] for gt in gts]
+    result = _eval(preds, gts, gt_difficults=difficults)
+    images = [{'id': i} for i in range(1, len(gts) + 1)]
+    annotations = []
+    for img_id, (gt, difficult) in enumerate(zip(gts, difficults), 1):
+        for ((y_min, x_min, y_max, x_max), label), d in zip(gt, difficult):
+            box = [float(x_min), float(y_min), float(x_max - x_min),
+                   float(y_max - y_min)]
+            annotations.append({
+                'id': len(annotations) + 1, 'image_id': img_id,
+                'category_id': int(label) + 1, 'bbox': box,
+                'area': box[2] * box[3], 'iscrowd': int(d)})
+    results = [{'image_id': img_id, 'category_id': int(label) + 1,
+                'bbox': [float(box[1]), float(box[0]),
+                         float(box[3] - box[1]), float(box[2] - box[0])],
+                'score': float(np.float32(score))}
+               for img_id, pred in enumerate(preds, 1)
+               for box, label, score in pred]
+    coco_eval = _pycocotools({'images': images, 'annotations': annotations,
+                              'categories': [{'id': k} for k in (1, 2, 3)]},
+                             results)
+    _assert_equal_to(result, coco_eval)
+
+
+def test_of_equal_ious_the_last_object_in_the_file_is_taken():
+    # Objects A and B, B 2 pixels right of A; the first detection, between
+    # them, overlaps both by 90/110; COCOeval gives it the last of equal
+    # IoUs, B. The second, 1 pixel left of A, then takes A at 90/110 too:
+    # both found at IoU thresholds 0.50 to 0.80, none above, AP 7/10.
+    # (Given A, it would leave the second B at 70/130.)
+    dataset = {'images': [{'id': 1}], 'categories': [{'id': 1}],
+               'annotations': [
+                   {'id': 1, 'image_id': 1, 'category_id': 1, 'iscrowd': 0,
+                    'bbox': [0, 0, 10, 10], 'area': 100},
+                   {'id': 2, 'image_id': 1, 'category_id': 1, 'iscrowd': 0,
+                    'bbox': [2, 0, 10, 10], 'area': 100}]}
+    results = [{'image_id': 1, 'category_id': 1, 'bbox': [1, 0, 10, 10],
+                'score': 0.9},
+               {'image_id': 1, 'category_id': 1, 'bbox': [-1, 0, 10, 10],
+                'score': 0.8}]
+    coco_gt = COCO()
+    coco_gt.dataset = copy.deepcopy(dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    result = eval_coco_results(coco_gt, results)
+    _assert_equal_to(result, _pycocotools(dataset, results))
+    assert result['map'] == pytest.approx(0.7)
