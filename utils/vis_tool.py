@@ -19,16 +19,32 @@ from urllib.parse import urlparse
 
 import numpy as np
 import visdom
+from matplotlib import colormaps
 from matplotlib import pyplot as plot
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import offset_copy
 
 from utils.array_tool import tonumpy
 
 # The visdom client logs notices about features the Visualizer does not use
 # (the incoming socket, a new HTTP session); only its errors are worth showing.
 logging.getLogger('visdom').setLevel(logging.ERROR)
+
+# One colour per class, indexed by label and cycled past 20 classes: tab20's
+# ten strong colours (tab10's) first, then its ten light ones.
+PALETTE = (colormaps['tab20'].colors[0::2]
+           + colormaps['tab20'].colors[1::2])
+# Colour of the background label, -1 ('bg'): in no class's colour.
+BG_COLOR = (0., 0., 0.)
+# Caption font size as a fraction of the image's height in the figure.
+CAPTION_FRACTION = 1 / 24
+# Space around a caption's text, as a fraction of its font size.
+CAPTION_PAD = 0.2
+# Opacity of a caption's ground.
+CAPTION_ALPHA = 0.8
+
 
 def vis_image(img, ax=None):
     """Draw a color image.
@@ -50,8 +66,94 @@ def vis_image(img, ax=None):
     return ax
 
 
-def vis_bbox(img, bbox, label=None, score=None, ax=None, label_names=None):
+def label_color(label):
+    """Return the colour boxes of a class are drawn in.
+
+    Args:
+        label (int): A class index; -1 is the background ('bg').
+
+    Returns:
+        tuple: RGB in [0, 1]: ``PALETTE[label % len(PALETTE)]``, the same
+        for a class in every picture; ``BG_COLOR`` for -1.
+    """
+    if label < 0:
+        return BG_COLOR
+    return PALETTE[label % len(PALETTE)]
+
+
+def _text_color(color):
+    """Black on a light background colour, white on a dark one."""
+    r, g, b = color[:3]
+    return 'black' if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else 'white'
+
+
+def _caption_fontsize(ax):
+    """Return the caption font size, in points, for the image on ``ax``.
+
+    It is ``CAPTION_FRACTION`` of the image's height in the figure: the
+    height in pixels of the axes' extent (once the image's aspect ratio is
+    applied), over the figure's dpi.
+    """
+    ax.apply_aspect()
+    return ax.bbox.height * CAPTION_FRACTION * 72. / ax.figure.dpi
+
+
+def _add_caption(ax, caption, x_min, y_min, color, fontsize):
+    """Write ``caption`` on a ``color`` ground at a box's top-left corner.
+
+    The caption sits above the box, left-aligned with it. Where it does not
+    fit above (the box touches the image's top) it goes inside the box,
+    under its top edge; where it would run off the image's right edge it
+    is aligned to that edge instead. Positions are in data coordinates with
+    a pad in points, so the caption stays inside if the figure is saved at
+    another dpi.
+
+    Args:
+        ax (matplotlib.axes.Axes): Axes holding the image.
+        caption (str): The text.
+        x_min, y_min (float): The box's top-left corner, in image pixels.
+        color (tuple): RGB in [0, 1] of the ground.
+        fontsize (float): In points.
+
+    Returns:
+        matplotlib.text.Text: The caption.
+    """
+    pad = CAPTION_PAD * fontsize  # points, on each side of the text
+    (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()  # y is down
+    x = min(max(x_min, left), right)
+    y = min(max(y_min, top), bottom)
+    text = ax.text(x, y, caption, fontsize=fontsize, color=_text_color(color),
+                   ha='left', va='bottom',
+                   bbox={'facecolor': color, 'edgecolor': 'none',
+                         'alpha': CAPTION_ALPHA, 'pad': pad})
+    # Measured in display pixels; the text's size does not depend on where
+    # it is.
+    extent = text.get_window_extent()
+    pad_px = pad * ax.figure.dpi / 72.
+    corner_x, corner_y = ax.transData.transform((x, y))
+    right_px, top_px = ax.transData.transform((right, top))
+    dx, dy = pad, pad
+    if top_px - corner_y < extent.height + 2 * pad_px:
+        text.set_verticalalignment('top')
+        dy = -pad
+    if corner_x + extent.width + 2 * pad_px > right_px:
+        text.set_horizontalalignment('right')
+        text.set_x(right)
+        dx = -pad
+    text.set_transform(offset_copy(ax.transData, fig=ax.figure, x=dx, y=dy,
+                                   units='points'))
+    return text
+
+
+def vis_bbox(img, bbox, label=None, score=None, ax=None, label_names=None,
+             score_thresh=None):
     """Draw boxes, with class names and scores, on an image.
+
+    Each class has its colour (:func:`label_color`), used for its boxes and
+    the ground of their captions. Captions are sized to the image as the
+    axes show it (``CAPTION_FRACTION`` of its height) and kept inside it.
+    The size follows the axes' extent at the time of the call: lay out the
+    figure (``subplots_adjust``, ``add_axes``) before drawing.
 
     Args:
         img (numpy.ndarray): An array of shape (3, H, W), RGB, values in
@@ -59,7 +161,8 @@ def vis_bbox(img, bbox, label=None, score=None, ax=None, label_names=None):
         bbox (numpy.ndarray): An array of shape (R, 4), each row
             ``(y_min, x_min, y_max, x_max)`` in pixels of ``img``.
         label (numpy.ndarray): Integer array of shape (R,), class indices
-            into ``label_names``; -1 is drawn as 'bg'. Optional.
+            into ``label_names``; -1 is drawn as 'bg'. Optional: without
+            it every box has the colour of class 0.
         score (numpy.ndarray): Array of shape (R,) of confidences, drawn
             with two decimals. Optional.
         ax (matplotlib.axes.Axes): Axes to draw on. If :obj:`None`
@@ -67,6 +170,9 @@ def vis_bbox(img, bbox, label=None, score=None, ax=None, label_names=None):
         label_names (sequence of str): Class names indexed by label
             (``model.load_detector`` returns those a checkpoint records).
             None: the label numbers are drawn.
+        score_thresh (float): The score the detections were kept above.
+            With no box, "no detection above <score_thresh>" is written on
+            the image. None (default): nothing is written.
 
     Returns:
         matplotlib.axes.Axes: The axes drawn on.
@@ -93,26 +199,115 @@ def vis_bbox(img, bbox, label=None, score=None, ax=None, label_names=None):
                          .format(len(bbox), len(score)))
 
     ax = vis_image(img, ax=ax)
+    fontsize = _caption_fontsize(ax)
+    if score_thresh is not None and not len(bbox):
+        ax.text(0.5, 0.5, 'no detection above {:.2f}'.format(score_thresh),
+                transform=ax.transAxes, ha='center', va='center',
+                fontsize=fontsize,
+                bbox={'facecolor': 'white', 'edgecolor': 'none',
+                      'alpha': CAPTION_ALPHA, 'pad': CAPTION_PAD * fontsize})
     for i, bb in enumerate(bbox):
+        lb = 0 if label is None else int(label[i])
+        if label is not None and not -1 <= lb < len(names) - 1:
+            raise ValueError('label {} has no name: label_names holds {} '
+                             'names.'.format(lb, len(names) - 1))
+        color = label_color(lb)
         xy = (bb[1], bb[0])
         height = bb[2] - bb[0]
         width = bb[3] - bb[1]
         ax.add_patch(Rectangle(
-            xy, width, height, fill=False, edgecolor='red', linewidth=2))
+            xy, width, height, fill=False, edgecolor=color, linewidth=2))
 
         caption = []
         if label is not None:
-            lb = int(label[i])
-            if not -1 <= lb < len(names) - 1:
-                raise ValueError('label {} has no name: label_names holds {} '
-                                 'names.'.format(lb, len(names) - 1))
             caption.append(names[lb])
         if score is not None:
             caption.append('{:.2f}'.format(score[i]))
         if caption:
-            ax.text(bb[1], bb[0], ': '.join(caption), style='italic',
-                    bbox={'facecolor': 'white', 'alpha': 0.5, 'pad': 0})
+            _add_caption(ax, ': '.join(caption), bb[1], bb[0], color,
+                         fontsize)
     return ax
+
+
+def vis_gt_and_pred(img, gt_bbox, gt_label, pred_bbox, pred_label,
+                    pred_score, label_names=None, score_thresh=None,
+                    fig=None):
+    """Draw the ground truth beside the predictions on one image.
+
+    Two panels without axes: the left titled 'ground truth', the right
+    'predictions', each drawn by :func:`vis_bbox` (a class has the same
+    colour in both).
+
+    Args:
+        img (numpy.ndarray): An array of shape (3, H, W), RGB, values in
+            [0, 255].
+        gt_bbox (numpy.ndarray): An array of shape (R, 4), each row
+            ``(y_min, x_min, y_max, x_max)`` in pixels of ``img``.
+        gt_label (numpy.ndarray): Integer array of shape (R,).
+        pred_bbox (numpy.ndarray): An array of shape (R', 4), each row
+            ``(y_min, x_min, y_max, x_max)`` in pixels of ``img``.
+        pred_label (numpy.ndarray): Integer array of shape (R',).
+        pred_score (numpy.ndarray): Array of shape (R',).
+        label_names (sequence of str): Class names indexed by label; None:
+            label numbers.
+        score_thresh (float): The score the predictions were kept above,
+            written on the right panel when there is none (see
+            :func:`vis_bbox`). Optional.
+        fig (matplotlib.figure.Figure or matplotlib.figure.SubFigure):
+            Where to draw: a figure, or one of its subfigures (a row of a
+            larger picture). If :obj:`None` (default), a new 9.6 x 4 inch
+            figure on its own Agg canvas (no pyplot figure is opened).
+
+    Returns:
+        matplotlib.figure.Figure: ``fig``, or the new figure.
+    """
+    if fig is None:
+        fig = Figure(figsize=(9.6, 4.))
+        FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(1, 2, left=0.01, right=0.99, bottom=0.01,
+                            top=0.92, wspace=0.04)
+    panels = (('ground truth', gt_bbox, gt_label, None, None),
+              ('predictions', pred_bbox, pred_label, pred_score,
+               score_thresh))
+    for spec, (title, bbox, label, score, thresh) in zip(grid, panels):
+        ax = fig.add_subplot(spec)
+        ax.axis('off')
+        ax.set_title(title)
+        vis_bbox(img, bbox, label, score, ax=ax, label_names=label_names,
+                 score_thresh=thresh)
+    return fig
+
+
+def draw_test_predictions(faster_rcnn, db, label_names, path, score_thresh,
+                          n=4):
+    """Draws the ground truth beside the predictions (at the 'visualize'
+    preset) of the first ``n`` images of a dataset into a PNG, one row per
+    image.
+
+    Args:
+        faster_rcnn (FasterRCNN): The detector.
+        db: A dataset with ``get_example(i) -> (img, bbox, label, ...)``.
+        label_names (sequence of str): The class names.
+        path (str): The PNG to write.
+        score_thresh (float): The visualize preset's threshold, said in a
+            picture without detections.
+        n (int): How many images.
+
+    Returns:
+        str: ``path``.
+    """
+    n = min(n, len(db))
+    fig = Figure(figsize=(8, 3.3 * max(n, 1)))
+    FigureCanvasAgg(fig)
+    rows = fig.subfigures(n, 1, squeeze=False)[:, 0] if n else []
+    for i, row in enumerate(rows):
+        img, gt_bbox, gt_label = db.get_example(i)[:3]
+        bboxes, labels, scores = faster_rcnn.predict([img], visualize=True)
+        vis_gt_and_pred(img, gt_bbox, gt_label, bboxes[0], labels[0],
+                        scores[0], label_names=label_names,
+                        score_thresh=score_thresh, fig=row)
+    fig.savefig(path)
+    return path
 
 
 def fig2data(fig):
@@ -150,7 +345,8 @@ def fig4vis(fig):
     return img_data[:, :, :3].transpose((2, 0, 1)) / 255.
 
 
-def visdom_bbox(img, bbox, label=None, score=None, label_names=None):
+def visdom_bbox(img, bbox, label=None, score=None, label_names=None,
+                score_thresh=None):
     """Draw boxes on an image (see :func:`vis_bbox`) into a visdom picture.
 
     Args:
@@ -161,6 +357,8 @@ def visdom_bbox(img, bbox, label=None, score=None, label_names=None):
         score (numpy.ndarray): Array of shape (R,). Optional.
         label_names (sequence of str): Class names indexed by label; None:
             label numbers.
+        score_thresh (float): With no box, "no detection above
+            <score_thresh>" is written. Optional.
 
     Returns:
         numpy.ndarray: The picture, a float array of shape (3, 480, 640),
@@ -169,7 +367,7 @@ def visdom_bbox(img, bbox, label=None, score=None, label_names=None):
     fig = Figure()
     FigureCanvasAgg(fig)
     ax = vis_bbox(img, bbox, label, score, ax=fig.add_subplot(1, 1, 1),
-                  label_names=label_names)
+                  label_names=label_names, score_thresh=score_thresh)
     return fig4vis(ax)
 
 
