@@ -1,14 +1,14 @@
-"""Train Faster R-CNN: ``python train.py train [--option=value ...]``.
+"""Train Faster R-CNN: ``python train.py train [--option=value ...]``;
+score a checkpoint: ``python train.py evaluate --load-path=CKPT ...``.
 
-Options are the fields of :class:`utils.config.Config`. ``--data=toy``
-trains a small detector on a generated VOC-layout dataset (written on first
-use), so that the whole pipeline runs on a CPU machine without VOC.
-``--data=coco`` trains on COCO-format annotation files (``--coco-train-ann``,
+Options are the fields of :class:`utils.config.Config`
+(``python train.py --help`` lists them). ``--data=toy`` trains a small
+detector on a generated VOC-layout dataset (written on first use), so that
+the whole pipeline runs on a CPU machine without VOC. ``--data=coco``
+trains on COCO-format annotation files (``--coco-train-ann``,
 ``--coco-train-img``, ``--coco-test-ann``, ``--coco-test-img``), and
 ``--metric`` chooses the test metric (voc07, voc or coco).
 """
-import contextlib
-import io
 import os
 import random
 import signal
@@ -21,23 +21,34 @@ from tqdm import tqdm
 
 from data.dataset import inverse_normalize
 from data.loaders import (check_voc_class_names, coco_label_names,
-                          label_names_of, make_loaders, set_epoch)
+                          label_names_of, make_loaders, make_test_loader,
+                          set_epoch)
 from data.synthetic import generate_voc
-from model import build_model
+from model.build import build_detector
+from model.utils.checkpoint import model_state_dict
+from model.utils.checkpoint import WeightsNotFound
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
 from utils import distributed
 from utils.amp import AMP_DTYPES
-from utils.config import UsageError, opt
-from utils.evaluation import METRICS, evaluate
-from utils.vis_tool import Visualizer, vis_bbox, visdom_bbox
+from utils.config import UsageError, changed_options, opt, usage
+from utils.detectors import (build_from_options, check_given_options,
+                             load_weights, read_start, start_preprocessing)
+from utils.evaluation import METRICS, collect_detections, evaluate, score
+from utils.report import (HISTORY_FILE, append_history,
+                          draw_training_curves, metric_lines, write_report)
+from utils.vis_tool import (Visualizer, draw_test_predictions, visdom_bbox)
 
 # What --data=toy changes; options given on the command line win.
 TOY_PRESET = dict(
-    voc_data_dir='toy_voc', min_size=256, max_size=256, lr=5e-3,
+    voc_data_dir='toy_voc', backbone='toy', min_size=256, max_size=256,
+    lr=5e-3,
     epoch=8, lr_decay_epoch=5, num_workers=1, test_num_workers=1,
     pretrained_model=None, env='faster-rcnn-toy', seed=0)
+
+# The pictures' threshold: that of predict(..., visualize=True).
+PICTURE_SCORE_THRESH = 0.7
 
 
 def eval(dataloader, faster_rcnn, test_num=10000, metric='voc07'):
@@ -100,48 +111,6 @@ def end_of_epoch(epoch, eval_map, best_map, has_best, lr_decay_epoch):
     return is_best, epoch == lr_decay_epoch
 
 
-def check_preprocessing(faster_rcnn, config, path):
-    """Raises UsageError unless the datasets preprocess as the model does.
-
-    Args:
-        faster_rcnn (FasterRCNN): The model after loading ``path``.
-        config (dict): The options the datasets were built with.
-        path (str): The checkpoint the model's settings came from.
-    """
-    keys = ('min_size', 'max_size', 'caffe_pretrain')
-    model = {k: getattr(faster_rcnn, k) for k in keys}
-    data = {k: config[k] for k in keys}
-    if model != data:
-        raise UsageError(
-            'the model from {} was trained on images preprocessed with {} '
-            'but the datasets would use {}: give the same --min-size, '
-            '--max-size and --caffe-pretrain'.format(
-                path, _settings(model), _settings(data)))
-
-
-def _settings(settings):
-    return ', '.join('{}={}'.format(k, v) for k, v in settings.items())
-
-
-def save_predictions_png(faster_rcnn, testset, label_names, path, n=4):
-    """Draws the predictions on the first ``n`` test images into a PNG."""
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    fig = Figure(figsize=(4 * n, 4.4))
-    FigureCanvasAgg(fig)
-    n = min(n, len(testset))
-    for i in range(n):
-        img = testset.db.get_example(i)[0]
-        bboxes, labels, scores = faster_rcnn.predict([img], visualize=True)
-        ax = fig.add_subplot(1, n, i + 1)
-        vis_bbox(img, bboxes[0], labels[0], scores[0], ax=ax,
-                 label_names=label_names)
-        ax.axis('off')
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
 def _plot(trainer, imgs, bboxes_, labels_, img_sizes, label_names):
     """Losses, the first image's gt and predicted boxes, and the confusion
     matrices to visdom."""
@@ -156,7 +125,8 @@ def _plot(trainer, imgs, bboxes_, labels_, img_sizes, label_names):
     _bboxes, _labels, _scores = trainer.faster_rcnn.predict([ori_img_],
                                                             visualize=True)
     vis.img('pred_img', visdom_bbox(ori_img_, _bboxes[0], _labels[0],
-                                    _scores[0], label_names=label_names))
+                                    _scores[0], label_names=label_names,
+                                    score_thresh=PICTURE_SCORE_THRESH))
     vis.text(str(trainer.rpn_cm.value().tolist()), win='rpn_cm')
     # visdom reads a float image with values above 1 as 0-255 bytes.
     roi_cm = trainer.roi_cm.value().astype(np.float32)
@@ -165,55 +135,34 @@ def _plot(trainer, imgs, bboxes_, labels_, img_sizes, label_names):
 
 def train(**kwargs):
     """Train on ``--data`` (voc, toy or coco); options as in
-    utils/config.py."""
-    opt.__dict__.clear()  # back to the class defaults, whatever ran before
-    if kwargs.get('data') == 'toy':
-        kwargs = {**TOY_PRESET, **kwargs}
-    with contextlib.redirect_stdout(
-            sys.stdout if distributed.env_rank() == 0 else io.StringIO()):
-        opt._parse(kwargs)  # prints the options: once under torchrun
-    if opt.data not in ('voc', 'toy', 'coco'):
-        raise UsageError("--data must be 'voc', 'toy' or 'coco', got "
-                         "{!r}".format(opt.data))
-    if opt.metric not in METRICS:
-        raise UsageError("--metric must be 'voc07', 'voc' or 'coco', got "
-                         "{!r}".format(opt.metric))
-    if opt.amp not in AMP_DTYPES:
-        raise UsageError("--amp must be None, 'bf16' or 'fp16', got "
-                         "{!r}".format(opt.amp))
-    if opt.data == 'coco' and opt.label_names is not None:
-        raise UsageError('--label-names is for VOC-layout data; with '
-                         '--data=coco the categories of the annotation '
-                         'files name the classes')
-    check_batch_options(opt)
+    utils/config.py. Returns the best mAP."""
+    given = _parse_options(kwargs)
     anchor_target_creator, proposal_target_creator = target_creators(
         opt._state_dict())
+    start = opt.resume or opt.load_path
+    if start:
+        checkpoint, record = _start_from(start, given, bool(opt.resume))
     device = distributed.init(opt.device)
     main = distributed.is_main()
     if opt.seed is not None:
         # numpy's draws (the creators' samples, the flips) differ by process
         _seed(opt.seed + distributed.rank())
-    label_names = label_names_of(opt.data, opt.label_names)
-    if (main and opt.data == 'toy' and
-            not os.path.isdir(opt.voc_data_dir)):
-        print('writing the toy dataset to {}'.format(opt.voc_data_dir))
-        generate_voc(opt.voc_data_dir, label_names=label_names)
-    distributed.barrier()
+    label_names = _toy_data_ready(label_names_of(opt.data, opt.label_names))
 
     dataloader, testset, test_dataloader = make_loaders(opt, label_names, device)
+    category_ids = None
     if opt.data == 'coco':
         label_names = coco_label_names(dataloader.dataset.db, testset.db)
+        category_ids = list(testset.db.cat_ids)
     elif opt.label_names is not None:
         for db in (dataloader.dataset.db, testset.db):
             check_voc_class_names(db)
-    pretrained = ('caffe' if opt.caffe_pretrain else opt.pretrained_model)
-    try:
-        faster_rcnn = build_model(
-            opt._state_dict(), len(label_names),
-            pretrained_model=None if opt.load_path or opt.resume
-            else pretrained)
-    except ValueError as err:  # e.g. an unknown --backbone or --roi-op
-        raise UsageError(str(err)) from None
+    if start:
+        faster_rcnn = build_detector(record, len(label_names))
+    else:
+        faster_rcnn = build_from_options(opt._state_dict(), len(label_names))
+    if main:
+        print('options:', changed_options(opt) or 'the defaults')
     vis = Visualizer(env=opt.env, port=opt.port) if main else None
     trainer = FasterRCNNTrainer(
         faster_rcnn, rpn_sigma=opt.rpn_sigma, roi_sigma=opt.roi_sigma,
@@ -221,13 +170,15 @@ def train(**kwargs):
         anchor_target_creator=anchor_target_creator,
         proposal_target_creator=proposal_target_creator,
         vis=vis, config=opt._state_dict(), label_names=label_names,
-        amp=opt.amp).to(device)
+        category_ids=category_ids, amp=opt.amp).to(device)
     if main:
         os.makedirs(opt.out_dir, exist_ok=True)
+        if not opt.resume and os.path.exists(_history_path()):
+            os.remove(_history_path())  # a new run: a new history
 
     start_epoch, best_map, best_path = 0, 0., None
     if opt.resume:
-        info = _load(trainer, opt.resume, resume=True)
+        info = _load(trainer, opt.resume)
         start_epoch, best_map = info['epoch'], info['best_map']
         best_path = info.get('best_path')
         if distributed.world_size() > 1:
@@ -239,7 +190,9 @@ def train(**kwargs):
             print('resumed from {} at epoch {} (lr {}, best map {:.4f})'
                   .format(opt.resume, start_epoch, _lr(trainer), best_map))
     elif opt.load_path:
-        _load(trainer, opt.load_path, load_optimizer=False)
+        reset = load_weights(faster_rcnn, checkpoint, label_names)
+        if main and reset:
+            print(reset)
     if distributed.world_size() > 1:
         # No device_ids: DDP would move the batch's gt to the GPU, where
         # its checks wait on the device; the images are there already.
@@ -279,6 +232,8 @@ def train(**kwargs):
                 vis.plot('test_map', eval_result['map'])
                 vis.log(log_info)
                 tqdm.write(log_info)
+                append_history(opt.out_dir, epoch, _lr(trainer),
+                               eval_result['map'], losses)
             is_best, decay = end_of_epoch(
                 epoch, eval_result['map'], best_map, best_path is not None,
                 opt.lr_decay_epoch)
@@ -314,13 +269,128 @@ def train(**kwargs):
 
     if main:
         trainer.load(best_path, load_optimizer=False)
-        png = save_predictions_png(
-            faster_rcnn, testset, label_names,
-            os.path.join(opt.out_dir, 'predictions.png'))
-        print('best map {:.4f}; checkpoint {}; predictions drawn in {}'
-              .format(best_map, best_path, png))
+        png = draw_test_predictions(
+            faster_rcnn, testset.db, label_names,
+            os.path.join(opt.out_dir, 'predictions.png'),
+            PICTURE_SCORE_THRESH)
+        curves = draw_training_curves(opt.out_dir)
+        print('Best {} mAP {:.4f}, kept in {}; the test predictions are '
+              'drawn in {} and the training curves in {}.'.format(
+                  opt.metric, best_map, best_path, png, curves))
     distributed.barrier()  # the processes leave together
     return best_map
+
+
+def evaluate_checkpoint(**kwargs):
+    """Scores a checkpoint (``--load-path``) on the test set the data
+    options name, and with ``--report-dir`` writes a report there.
+    Returns the metric's numbers."""
+    given = _parse_options(kwargs)
+    if not opt.load_path:
+        raise UsageError('evaluate needs --load-path=CHECKPOINT, the '
+                         'detector to score')
+    checkpoint, record = _start_from(opt.load_path, given)
+    theirs = checkpoint.get('label_names')
+    device = distributed.init(opt.device)
+    label_names = _toy_data_ready(label_names_of(
+        opt.data, opt.label_names if opt.label_names or opt.data != 'voc'
+        else theirs))
+    testset, test_dataloader = make_test_loader(opt, label_names)
+    if opt.data == 'coco':
+        label_names = tuple(testset.db.label_names)
+    _check_classes(checkpoint, label_names, _data_name(opt))
+    faster_rcnn = build_detector(record, len(label_names))
+    faster_rcnn.load_state_dict(model_state_dict(checkpoint))
+    faster_rcnn.to(device)
+    detections = collect_detections(test_dataloader, faster_rcnn,
+                                    opt.test_num, check_stop=_check_stop)
+    metrics = score(detections, opt.metric, testset.db)
+    if distributed.is_main():
+        print('\n'.join(metric_lines(metrics, label_names, opt.metric)))
+        if opt.report_dir:
+            paths = write_report(
+                opt.report_dir, metrics, label_names, *detections[:6],
+                image_getter=lambda i: testset.db.get_example(
+                    detections.indices[i])[0], metric=opt.metric)
+            print('The report is in {}: {}.'.format(
+                opt.report_dir, ', '.join(sorted(paths))))
+    distributed.barrier()
+    return metrics
+
+
+def _parse_options(kwargs):
+    """Sets ``opt`` from the command line's options (with --data=toy's
+    preset) and checks them; returns the names given."""
+    opt.__dict__.clear()  # back to the class defaults, whatever ran before
+    if kwargs.get('data') == 'toy':
+        kwargs = {**TOY_PRESET, **kwargs}
+    opt._parse(kwargs)
+    check_options(opt)
+    return set(kwargs)
+
+
+def _start_from(path, given, resume=False):
+    """The checkpoint a run starts from and its detector's record; its
+    preprocessing becomes the datasets'."""
+    checkpoint, record = read_start(path, resume)
+    preprocessing = start_preprocessing(checkpoint, record)
+    check_given_options(opt._state_dict(), given, record, preprocessing,
+                        path)
+    for key, value in preprocessing.items():
+        setattr(opt, key, value)
+    return checkpoint, record
+
+
+def _toy_data_ready(label_names):
+    """Writes the toy dataset on first use (--data=toy); returns
+    ``label_names``."""
+    if (distributed.is_main() and opt.data == 'toy' and
+            not os.path.isdir(opt.voc_data_dir)):
+        print('writing the toy dataset to {}'.format(opt.voc_data_dir))
+        generate_voc(opt.voc_data_dir, label_names=label_names)
+    distributed.barrier()
+    return label_names
+
+
+def _check_classes(checkpoint, label_names, data):
+    """Raises UsageError unless the checkpoint detects the data's classes."""
+    theirs = checkpoint.get('label_names')
+    n_theirs = model_state_dict(checkpoint)['head.score.weight'].shape[0] - 1
+    if (n_theirs != len(label_names)
+            or theirs is not None and list(theirs) != list(label_names)):
+        raise UsageError(
+            'the checkpoint {} detects {} classes ({}) but the test set of '
+            '{} has {} ({}): give the data it was trained for'.format(
+                opt.load_path, n_theirs, ', '.join(theirs or ['unnamed']),
+                data, len(label_names), ', '.join(label_names)))
+
+
+def _data_name(opt):
+    if opt.data == 'coco':
+        return opt.coco_test_ann
+    return opt.voc_data_dir
+
+
+def _history_path():
+    return os.path.join(opt.out_dir, HISTORY_FILE)
+
+
+def check_options(opt):
+    """Raises UsageError for an option value train.py cannot use."""
+    if opt.data not in ('voc', 'toy', 'coco'):
+        raise UsageError("--data must be 'voc', 'toy' or 'coco', got "
+                         "{!r}".format(opt.data))
+    if opt.metric not in METRICS:
+        raise UsageError("--metric must be 'voc07', 'voc' or 'coco', got "
+                         "{!r}".format(opt.metric))
+    if opt.amp not in AMP_DTYPES:
+        raise UsageError("--amp must be None, 'bf16' or 'fp16', got "
+                         "{!r}".format(opt.amp))
+    if opt.data == 'coco' and opt.label_names is not None:
+        raise UsageError('--label-names is for VOC-layout data; with '
+                         '--data=coco the categories of the annotation '
+                         'files name the classes')
+    check_batch_options(opt)
 
 
 def check_batch_options(opt):
@@ -365,34 +435,50 @@ def target_creators(config):
         raise UsageError(str(err)) from None
 
 
-def _load(trainer, path, **kwargs):
-    """Loads ``path`` into the trainer, and checks that the datasets
-    preprocess as the loaded model does."""
+def _load(trainer, path):
+    """Resumes the trainer from ``path``; a checkpoint that does not fit
+    is a command-line mistake."""
     try:
-        info = trainer.load(path, **kwargs)
+        return trainer.load(path, resume=True)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
-    check_preprocessing(trainer.faster_rcnn, opt._state_dict(), path)
-    return info
 
 
 def _lr(trainer):
     return trainer.optimizer.param_groups[0]['lr']
 
 
+COMMANDS = dict(
+    train='train a detector on --data, evaluating it after each epoch',
+    evaluate='score the checkpoint --load-path on the test set of --data '
+    '(--report-dir: write a report)')
+
+
 def main(argv=None):
-    """The command line: a mistake in it is one line and exit status 2 (said
-    once under torchrun, by rank 0); a crash inside training keeps its
-    traceback."""
-    # fire prints the command's result: under torchrun, rank 0 alone
-    quiet = distributed.env_rank() != 0
+    """The command line: ``--help`` lists the commands and options; a
+    mistake is one line and exit status 2 (said once under torchrun, by
+    rank 0); a crash inside training keeps its traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or '--help' in argv or '-h' in argv:
+        print(usage('python train.py', COMMANDS))
+        sys.exit(0 if argv else 2)
     try:
-        with open(os.devnull, 'w') if quiet else contextlib.nullcontext(
-                sys.stdout) as out, contextlib.redirect_stdout(out):
-            fire.Fire(command=argv)
+        # (fire would print the command's result: the sentence it prints
+        # says it)
+        fire.Fire(dict(train=train, evaluate=evaluate_checkpoint),
+                  command=argv, name='train.py',
+                  serialize=lambda result: None)
     except UsageError as err:
         if distributed.env_rank() == 0:
             print('train.py: error: {}'.format(err), file=sys.stderr)
+        sys.exit(2)
+    except WeightsNotFound as err:
+        if distributed.env_rank() == 0:
+            print('train.py: error: {} weights are not on this machine and '
+                  'could not be downloaded: put the file {} in {}, or start '
+                  'from random init with --pretrained-model=None'.format(
+                      err.name, os.path.basename(err.path),
+                      os.path.dirname(err.path) or '.'), file=sys.stderr)
         sys.exit(2)
     finally:
         distributed.shutdown()

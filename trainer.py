@@ -15,9 +15,9 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torchnet.meter import AverageValueMeter
 
-from model.faster_rcnn import check_head_output, check_img_sizes, check_stride
-from model.region_proposal_network import (per_image, roi_counts,
-                                           shared_or_each)
+from model.build import detector_record
+from model.faster_rcnn import check_head_output
+from model.region_proposal_network import per_image, roi_counts
 from model.utils.checkpoint import model_state_dict, read_checkpoint
 from model.utils.creator_tool import (AnchorTargetCreator, ProposalTargetCreator,
                                       check_sampler)
@@ -56,6 +56,8 @@ class FasterRCNNTrainer(nn.Module):
         config (dict): Optional settings saved with the checkpoints.
         label_names (sequence of str): Optional class names saved with the
             checkpoints, so that :func:`model.load_detector` knows them.
+        category_ids (sequence of int): Optional COCO category id of each
+            label, saved with the checkpoints (data from a COCO file).
         sampler (str): The sampler of the creators built here (see
             :class:`AnchorTargetCreator`): ``'numpy'`` (default, the
             original's samples) or ``'torch'`` (on the device, different
@@ -69,7 +71,8 @@ class FasterRCNNTrainer(nn.Module):
     def __init__(self, faster_rcnn, rpn_sigma=3., roi_sigma=1., lr=1e-3,
                  weight_decay=5e-4, use_adam=False, anchor_target_creator=None,
                  proposal_target_creator=None, vis=None, config=None,
-                 label_names=None, sampler='numpy', amp=None):
+                 label_names=None, sampler='numpy', amp=None,
+                 category_ids=None):
         super().__init__()
         check_sampler(sampler)
         check_amp(amp)
@@ -90,6 +93,7 @@ class FasterRCNNTrainer(nn.Module):
         self.vis = vis
         self.config = config or {}
         self.label_names = label_names
+        self.category_ids = category_ids
         self.n_step = 0
         self._ddp = None  # see wrap_ddp
 
@@ -137,16 +141,12 @@ class FasterRCNNTrainer(nn.Module):
         """
         n_fg_class = self.faster_rcnn.n_class - 1
         bboxes, labels = _check_batch(imgs, bboxes, labels, n_fg_class)
-        batch_size = tuple(imgs.shape[2:])
-        img_sizes, scales = per_image(
-            batch_size if img_sizes is None else img_sizes, scale, len(imgs))
-        rpn = self.faster_rcnn.rpn
-        check_img_sizes(img_sizes, batch_size, rpn.feat_stride)
+        img_sizes, _ = per_image(
+            tuple(imgs.shape[2:]) if img_sizes is None else img_sizes, scale,
+            len(imgs))
         with autocast(imgs.device, self.amp):
-            features = self.faster_rcnn.extractor(imgs)
-            check_stride(features, batch_size, rpn.feat_stride)
-            rpn_locs, rpn_scores, rois, roi_indices, anchor = rpn(
-                features, shared_or_each(img_sizes), shared_or_each(scales))
+            features, rpn_locs, rpn_scores, rois, roi_indices, anchor = \
+                self.faster_rcnn.propose(imgs, scale, img_sizes)
         counts = roi_counts(roi_indices, len(imgs))
 
         sample_rois, gt_roi_locs, gt_roi_labels = [], [], []
@@ -207,12 +207,7 @@ class FasterRCNNTrainer(nn.Module):
         """
         rpn_loc_loss = _fast_rcnn_loc_loss(rpn_loc, gt_rpn_loc, gt_rpn_label,
                                            self.rpn_sigma)
-        rpn_cls_loss = F.cross_entropy(rpn_score, gt_rpn_label,
-                                       ignore_index=-1)
-        # An image smaller than every anchor has no labelled anchor: its
-        # mean over none (nan) becomes 0, with no host read to decide.
-        rpn_cls_loss = torch.where((gt_rpn_label >= 0).any(), rpn_cls_loss,
-                                   rpn_cls_loss.new_zeros(()))
+        rpn_cls_loss, rpn_score = _rpn_cls_loss(rpn_score, gt_rpn_label)
         self.rpn_cm.add(rpn_score.detach(), gt_rpn_label, ignore_index=-1)
 
         n_sample = roi_cls_loc.shape[0]
@@ -314,10 +309,13 @@ class FasterRCNNTrainer(nn.Module):
             str: The path written.
         """
         save_dict = dict(model=self.faster_rcnn.state_dict(),
+                         detector=detector_record(self.faster_rcnn),
                          config=self.config, other_info=kwargs,
                          n_step=self.n_step, rng=_rng_state())
         if self.label_names is not None:
             save_dict['label_names'] = list(self.label_names)
+        if self.category_ids is not None:
+            save_dict['category_ids'] = list(self.category_ids)
         if self.vis is not None:
             save_dict['vis_info'] = self.vis.state_dict()
         if save_optimizer:
@@ -366,7 +364,7 @@ class FasterRCNNTrainer(nn.Module):
         """
         state = read_checkpoint(path)
         if resume:
-            _check_resumable(state, path)
+            check_resumable(state, path)
         self.faster_rcnn.load_state_dict(model_state_dict(state))
         if 'model' not in state:  # a bare state dict
             return {}
@@ -491,7 +489,7 @@ def _shape(value):
     return 'a sequence of {} arrays'.format(len(value))
 
 
-def _check_resumable(state, path):
+def check_resumable(state, path):
     """Raises ValueError unless ``state`` can continue a training run."""
     if 'model' not in state:
         lacks = ['model', 'optimizer', 'n_step', 'rng', 'other_info']
@@ -527,6 +525,32 @@ def _set_rng_state(state):
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _rpn_cls_loss(rpn_score, gt_rpn_label):
+    """The RPN's objectness loss over the labelled anchors: cross-entropy
+    of two scores (background, foreground) per anchor, or binary
+    cross-entropy of one logit (a pyramid's RPN, as FPN trains it).
+
+    Args:
+        rpn_score (torch.Tensor): :math:`(HWA, 2)` or :math:`(HWA, 1)`.
+        gt_rpn_label (torch.Tensor): :math:`(HWA,)` in {1, 0, -1}.
+
+    Returns:
+        (torch.Tensor, torch.Tensor): the loss (0 for an image without a
+        labelled anchor, decided without a host read) and the scores as
+        two columns, for the confusion matrix.
+    """
+    labelled = gt_rpn_label >= 0
+    if rpn_score.shape[1] == 1:
+        logit = rpn_score[:, 0]
+        loss = F.binary_cross_entropy_with_logits(
+            logit, gt_rpn_label.clamp(min=0).to(logit.dtype),
+            weight=labelled.to(logit.dtype), reduction='sum')
+        loss = loss / labelled.sum().clamp(min=1).to(loss.dtype)
+        return loss, torch.stack((-logit, logit), dim=1)
+    loss = F.cross_entropy(rpn_score, gt_rpn_label, ignore_index=-1)
+    return torch.where(labelled.any(), loss, loss.new_zeros(())), rpn_score
 
 
 def _smooth_l1_loss(x, t, in_weight, sigma):

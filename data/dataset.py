@@ -1,15 +1,16 @@
 """The training and evaluation datasets: images read, preprocessed for the
 network (see :mod:`model.utils.preprocess`) and flipped for training.
 """
+import torch
+
 from data import util
 from data.coco_dataset import COCOBboxDataset
 from data.voc_dataset import VOCBboxDataset, VOC_BBOX_LABEL_NAMES
 # The preprocessing belongs to the model; re-exported for the datasets and
 # for code written against the original layout.
-from model.utils.preprocess import (CAFFE_MEAN, TORCHVISION_MEAN,  # noqa: F401
-                                    TORCHVISION_STD, caffe_normalize,
-                                    inverse_normalize, preprocess,
-                                    pytorch_normalze)
+from model.utils.preprocess import (  # noqa: F401
+    CAFFE_MEAN, TORCHVISION_MEAN, TORCHVISION_STD, caffe_normalize,
+    inverse_normalize, preprocess, pytorch_normalze)
 
 
 class Transform:
@@ -19,12 +20,15 @@ class Transform:
         min_size (int): See :func:`preprocess`.
         max_size (int): See :func:`preprocess`.
         caffe_pretrain (bool): See :func:`preprocess`.
+        resize ({'skimage', 'bilinear'}): See :func:`preprocess`.
     """
 
-    def __init__(self, min_size=600, max_size=1000, caffe_pretrain=False):
+    def __init__(self, min_size=600, max_size=1000, caffe_pretrain=False,
+                 resize='skimage'):
         self.min_size = min_size
         self.max_size = max_size
         self.caffe_pretrain = caffe_pretrain
+        self.resize = resize
 
     def __call__(self, in_data):
         """Transforms one example.
@@ -43,8 +47,8 @@ class Transform:
         """
         img, bbox, label = in_data
         _, H, W = img.shape
-        img = preprocess(img, self.min_size, self.max_size,
-                         caffe_pretrain=self.caffe_pretrain)
+        img = _numpy(preprocess(img, self.min_size, self.max_size,
+                                self.caffe_pretrain, self.resize))
         _, o_H, o_W = img.shape
         scale = o_H / H
         bbox = util.resize_bbox(bbox, (H, W), (o_H, o_W))
@@ -83,8 +87,8 @@ class Dataset:
         elif db is None:
             db = VOCBboxDataset(opt.voc_data_dir, label_names=label_names)
         self.db = db
-        self.tsf = Transform(opt.min_size, opt.max_size,
-                             caffe_pretrain=opt.caffe_pretrain)
+        self.tsf = Transform(opt.min_size, opt.max_size, opt.caffe_pretrain,
+                             getattr(opt, 'resize', 'skimage'))
 
     def __getitem__(self, idx):
         """Returns ``(img, bbox, label, scale)`` as :class:`Transform` does."""
@@ -142,12 +146,18 @@ class TestDataset:
         (shape :math:`(R,)`) are in the pixels of the image on disk.
         """
         ori_img, bbox, label, difficult = self.db.get_example(idx)
-        img = preprocess(ori_img, self.opt.min_size, self.opt.max_size,
-                         caffe_pretrain=self.opt.caffe_pretrain)
+        img = _numpy(preprocess(ori_img, self.opt.min_size,
+                                self.opt.max_size, self.opt.caffe_pretrain,
+                                getattr(self.opt, 'resize', 'skimage')))
         return img, ori_img.shape[1:], bbox, label, difficult
 
     def __len__(self):
         return len(self.db)
+
+
+def _numpy(img):
+    """A preprocessed image as numpy (torchvision's resize gives a tensor)."""
+    return img.numpy() if isinstance(img, torch.Tensor) else img
 
 
 def _coco_db(opt, part, use_difficult=False):

@@ -81,14 +81,13 @@ def coco_label_names(train_db, test_db):
 
 
 def make_loaders(opt, label_names, device):
-    """The training loader, the test set and its loader.
+    """The training loader, the test set and its loader (see
+    :func:`make_test_loader`).
 
     One process shuffles the whole training set; under torchrun each
     process takes its share through a DistributedSampler. Batches of more
     than one image hold images of one orientation, their sizes read from
-    the annotations. Each process evaluates its share of the test set (see
-    :func:`data.sampler.eval_batches`), in batches of images of one size
-    where it can.
+    the annotations.
 
     A dataset that cannot be read is a command-line mistake (UsageError),
     reported before any training. For a CUDA ``device`` the training
@@ -96,15 +95,12 @@ def make_loaders(opt, label_names, device):
     """
     try:
         dataset = Dataset(opt, label_names=label_names)
-        testset = TestDataset(opt, label_names=label_names)
-        n_test = min(len(testset), opt.test_num)
         train_sizes = ([dataset.db.get_size(i) for i in range(len(dataset))]
                        if opt.batch_size > 1 else None)
-        test_sizes = ([testset.db.get_size(i) for i in range(n_test)]
-                      if opt.test_batch_size > 1 else None)
     except (OSError, ValueError) as err:
         raise UsageError(str(err)) from None
-    rank, world_size = distributed.rank(), distributed.world_size()
+    testset, test_dataloader = make_test_loader(opt, label_names)
+    world_size = distributed.world_size()
     if len(dataset) < world_size:
         raise UsageError(
             'the training set has {} images, fewer than the {} processes '
@@ -126,11 +122,29 @@ def make_loaders(opt, label_names, device):
     dataloader = data_.DataLoader(
         dataset, collate_fn=collate, num_workers=opt.num_workers,
         pin_memory=device.type == 'cuda', **batching)
+    return dataloader, testset, test_dataloader
+
+
+def make_test_loader(opt, label_names):
+    """The test set and its loader: each process evaluates its share of the
+    first ``opt.test_num`` images (see :func:`data.sampler.eval_batches`),
+    in batches of images of one size where it can.
+
+    A dataset that cannot be read is a command-line mistake (UsageError).
+    """
+    try:
+        testset = TestDataset(opt, label_names=label_names)
+        n_test = min(len(testset), opt.test_num)
+        test_sizes = ([testset.db.get_size(i) for i in range(n_test)]
+                      if opt.test_batch_size > 1 else None)
+    except (OSError, ValueError) as err:
+        raise UsageError(str(err)) from None
     test_dataloader = data_.DataLoader(
         testset, batch_sampler=eval_batches(
-            n_test, opt.test_batch_size, rank, world_size, test_sizes),
+            n_test, opt.test_batch_size, distributed.rank(),
+            distributed.world_size(), test_sizes),
         collate_fn=collate_test, num_workers=opt.test_num_workers)
-    return dataloader, testset, test_dataloader
+    return testset, test_dataloader
 
 
 def set_epoch(dataloader, epoch):

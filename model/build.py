@@ -1,90 +1,46 @@
-"""Building the detector a training config describes, and rebuilding the
-one a checkpoint holds (see :mod:`model.utils.checkpoint` for the kinds of
-checkpoint).
-"""
+"""Rebuilding the detector a checkpoint holds, from the constructor
+arguments it records (see :mod:`model.utils.checkpoint` for the kinds of
+checkpoint)."""
+from model.faster_rcnn_fpn import FasterRCNNFPNResNet50, FasterRCNNFPNResNet101
 from model.faster_rcnn_resnet import FasterRCNNResNet50, FasterRCNNResNet101
 from model.faster_rcnn_toy import FasterRCNNToy
 from model.faster_rcnn_vgg16 import FasterRCNNVGG16
 from model.utils.checkpoint import model_state_dict, read_checkpoint
 
+DETECTORS = {cls.__name__: cls for cls in (
+    FasterRCNNVGG16, FasterRCNNResNet50, FasterRCNNResNet101, FasterRCNNToy,
+    FasterRCNNFPNResNet50, FasterRCNNFPNResNet101)}
 
-BACKBONES = ('vgg16', 'resnet50', 'resnet101')
-RESNETS = dict(resnet50=FasterRCNNResNet50, resnet101=FasterRCNNResNet101)
+
+def detector_record(faster_rcnn):
+    """What a checkpoint records to rebuild ``faster_rcnn``: its class name
+    and constructor arguments (with the preprocessing it has now), or None
+    for a detector composed by hand."""
+    arguments = getattr(faster_rcnn, 'arguments', None)
+    if arguments is None or type(faster_rcnn).__name__ not in DETECTORS:
+        return None
+    arguments = dict(arguments)
+    for key in arguments.keys() & {'min_size', 'max_size', 'caffe_pretrain'}:
+        arguments[key] = getattr(faster_rcnn, key)
+    return dict(name=type(faster_rcnn).__name__, arguments=arguments)
 
 
-def build_model(config, n_fg_class, pretrained_model=None):
-    """The detector a training config describes, with its preprocessing.
-
-    Args:
-        config (dict): Options as ``utils.config.Config._state_dict()``
-            gives them (only the model's are read: ``data``, ``backbone``,
-            ``min_size``, ``max_size``, ``caffe_pretrain``,
-            ``caffe_pretrain_path``, ``use_drop``, ``roi_op``,
-            ``roi_sampling_ratio``, ``roi_aligned``; a config that lacks
-            one, as an older checkpoint's, gets its default).
-        n_fg_class (int): The number of foreground classes (L).
-        pretrained_model ({'vgg16', 'caffe', 'resnet50', 'resnet101',
-            None}): Starting weights: torchvision's ImageNet weights of the
-            backbone ('vgg16', the config's default, stands for a ResNet
-            backbone's own), caffe's VGG16, or None (random init) when a
-            checkpoint brings them.
-
-    Returns:
-        model.faster_rcnn.FasterRCNN
-
-    Raises:
-        ValueError: for an unknown backbone or RoI op, or a choice that does
-            not fit the backbone (caffe weights for a ResNet; a ResNet for
-            the toy preset, which has its own small extractor).
-    """
-    backbone = config.get('backbone', 'vgg16')
-    if backbone not in BACKBONES:
-        raise ValueError('backbone must be one of {}, got {!r}'.format(
-            ', '.join(BACKBONES), backbone))
-    roi = dict(roi_op=config.get('roi_op', 'pool'),
-               sampling_ratio=config.get('roi_sampling_ratio', 0),
-               aligned=config.get('roi_aligned', True))
-    if config.get('data') == 'toy':
-        if backbone != 'vgg16':
-            raise ValueError(
-                "backbone {!r} does not apply to data='toy': the toy model "
-                'has its own small extractor'.format(backbone))
-        return FasterRCNNToy(n_fg_class=n_fg_class,
-                             min_size=config['min_size'],
-                             max_size=config['max_size'], **roi)
-    if backbone in RESNETS:
-        if config.get('caffe_pretrain') or pretrained_model == 'caffe':
-            raise ValueError(
-                'caffe_pretrain applies to the VGG16 backbone only; a '
-                '{} starts from torchvision\'s ImageNet weights'.format(
-                    backbone))
-        if pretrained_model == 'vgg16':  # the config's default
-            pretrained_model = backbone
-        return RESNETS[backbone](
-            n_fg_class=n_fg_class, pretrained_model=pretrained_model,
-            min_size=config.get('min_size', 600),
-            max_size=config.get('max_size', 1000), **roi)
-    if pretrained_model in RESNETS:
-        raise ValueError(
-            'pretrained_model {!r} holds a ResNet\'s weights, but the '
-            "backbone is 'vgg16': choose backbone={!r}".format(
-                pretrained_model, pretrained_model))
-    return FasterRCNNVGG16(
-        n_fg_class=n_fg_class, pretrained_model=pretrained_model,
-        caffe_pretrain_path=config.get('caffe_pretrain_path',
-                                       'checkpoints/vgg16_caffe.pth'),
-        use_drop=config.get('use_drop', False),
-        min_size=config.get('min_size', 600),
-        max_size=config.get('max_size', 1000),
-        caffe_pretrain=config.get('caffe_pretrain', False), **roi)
+def build_detector(record, n_fg_class=None):
+    """A detector with random weights from :func:`detector_record`'s
+    record, for ``n_fg_class`` classes if given (else the record's)."""
+    arguments = dict(record['arguments'])
+    if n_fg_class is not None:
+        arguments['n_fg_class'] = n_fg_class
+    return DETECTORS[record['name']](pretrained_model=None, **arguments)
 
 
 def load_detector(path, label_names=None, device='cpu'):
     """Rebuilds the trained detector a checkpoint holds, ready to predict.
 
-    Works on checkpoints written by ``train.py`` (any of its models) and by
-    the original design's trainer. For a bare state dict, build the model
-    yourself and pass the path as ``pretrained_model`` (see README).
+    Works on checkpoints written by ``train.py`` (any of its models, this
+    version's or an older one's), by the original design's trainer, and by
+    ``model.utils.convert_torchvision``. For a bare state dict, build the
+    model yourself and pass the path as ``pretrained_model`` (see README).
 
     Args:
         path (str): The checkpoint.
@@ -95,21 +51,59 @@ def load_detector(path, label_names=None, device='cpu'):
 
     Returns:
         (FasterRCNN, tuple of str or None, dict): the model in eval mode,
-        the class names, and the config it was trained with.
+        the class names, and what else the checkpoint records:
+        ``category_ids`` (the COCO category id of each label, or None) and
+        ``config`` (the options it was trained with, or {}).
     """
     checkpoint = read_checkpoint(path)
-    if 'model' not in checkpoint or 'config' not in checkpoint:
+    if 'model' not in checkpoint:
         raise ValueError(
-            '{} is a bare state dict, without the config that says which '
-            'detector it is: build the model (e.g. FasterRCNNVGG16('
-            'pretrained_model={!r})) instead'.format(path, path))
-    config = checkpoint['config']
+            '{} is a bare state dict, without a record of which detector it '
+            'is: build the model (e.g. FasterRCNNVGG16(pretrained_model={!r}'
+            ')) instead'.format(path, path))
     state = model_state_dict(checkpoint)
+    record = checkpoint_record(checkpoint)
     if label_names is None:
         label_names = checkpoint.get('label_names')
-    n_fg_class = (len(label_names) if label_names is not None
-                  else state['head.score.weight'].shape[0] - 1)
-    faster_rcnn = build_model(config, n_fg_class)
+    faster_rcnn = build_detector(
+        record, len(label_names) if label_names is not None else None)
     faster_rcnn.load_state_dict(state)
+    info = dict(category_ids=checkpoint.get('category_ids'),
+                config=checkpoint.get('config') or {})
     label_names = tuple(label_names) if label_names is not None else None
-    return faster_rcnn.to(device).eval(), label_names, config
+    return faster_rcnn.to(device).eval(), label_names, info
+
+
+def checkpoint_record(checkpoint):
+    """The record of the detector a checkpoint (one that has a 'model')
+    holds: the one it stores, or one read from an older checkpoint's
+    tensors."""
+    return (checkpoint.get('detector')
+            or _legacy_record(model_state_dict(checkpoint)))
+
+
+def _legacy_record(state):
+    """The record of a checkpoint written before checkpoints recorded their
+    detector, read from its tensors' names and shapes: VGG16 (the
+    original's and this library's), the toy model, or a C4 ResNet."""
+    if not {'head.score.weight', 'extractor.0.weight'} <= state.keys():
+        raise ValueError(
+            'the checkpoint records no detector of this library (a '
+            'FasterRCNN composed of other parts?): build that model and '
+            'load the checkpoint\'s "model" state dict into it')
+    extra = state.get('_extra_state', {})
+    arguments = dict(n_fg_class=state['head.score.weight'].shape[0] - 1)
+    if extra.get('roi_op', 'pool') != 'pool':
+        arguments['roi_op'] = {k: extra[k] for k in (
+            'roi_op', 'sampling_ratio', 'aligned') if k in extra}
+    first = state['extractor.0.weight'].shape
+    if first[2] == 5:
+        return dict(name='FasterRCNNToy', arguments=dict(
+            arguments, width=first[0],
+            n_feature=state['head.classifier.0.weight'].shape[0]))
+    if first[2] == 7:
+        blocks = {key.split('.')[2] for key in state
+                  if key.startswith('extractor.6.')}
+        return dict(name='FasterRCNNResNet101' if len(blocks) > 6
+                    else 'FasterRCNNResNet50', arguments=arguments)
+    return dict(name='FasterRCNNVGG16', arguments=arguments)

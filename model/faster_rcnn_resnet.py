@@ -25,7 +25,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from model.faster_rcnn import FasterRCNN
 from model.region_proposal_network import RegionProposalNetwork
-from model.roi_head import RoIHead
+from model.roi_head import RoIHead, roi_pooler
 from model.utils.checkpoint import (model_state_dict, read_checkpoint,
                                     torchvision_state_dict)
 
@@ -36,6 +36,25 @@ RESNETS = {
     'resnet101': (resnet101, ResNet101_Weights.IMAGENET1K_V1,
                   'ImageNet ResNet-101'),
 }
+
+
+def resnet(arch='resnet50', pretrained=True):
+    """torchvision's ResNet with every BatchNorm frozen
+    (:class:`torchvision.ops.FrozenBatchNorm2d`).
+
+    Args:
+        arch ({'resnet50', 'resnet101'}): Which ResNet.
+        pretrained (bool): torchvision's ImageNet weights (from its cache,
+            or downloaded), or random init.
+    """
+    if arch not in RESNETS:
+        raise ValueError('arch must be one of {}, got {!r}'.format(
+            sorted(RESNETS), arch))
+    build, weights, name = RESNETS[arch]
+    model = build(weights=None, norm_layer=FrozenBatchNorm2d)
+    if pretrained:
+        model.load_state_dict(torchvision_state_dict(weights, name))
+    return model
 
 
 def decom_resnet(arch='resnet50', pretrained=True):
@@ -54,13 +73,7 @@ def decom_resnet(arch='resnet50', pretrained=True):
         ``layer3``, :math:`(N, 3, H, W) -> (N, 1024, H / 16, W / 16)`, and
         ``layer4``, :math:`(R', 1024, h, w) -> (R', 2048, h / 2, w / 2)`.
     """
-    if arch not in RESNETS:
-        raise ValueError('arch must be one of {}, got {!r}'.format(
-            sorted(RESNETS), arch))
-    build, weights, name = RESNETS[arch]
-    model = build(weights=None, norm_layer=FrozenBatchNorm2d)
-    if pretrained:
-        model.load_state_dict(torchvision_state_dict(weights, name))
+    model = resnet(arch, pretrained)
     extractor = nn.Sequential(model.conv1, model.bn1, model.relu,
                               model.maxpool, model.layer1, model.layer2,
                               model.layer3)
@@ -70,34 +83,13 @@ def decom_resnet(arch='resnet50', pretrained=True):
     return extractor, model.layer4
 
 
-class ResNetRoIHead(RoIHead):
-    """RoI pooling, ResNet's ``layer4`` and a global average pool, and the
-    class and box predictors.
-
-    Args:
-        n_class (int): The number of classes, background included (L + 1).
-        roi_size (int): Height and width of the pooled features.
-        spatial_scale (float): Feature size over image size.
-        top (nn.Module): ``layer4``,
-            ``(R', in_channels, roi_size, roi_size) -> (R', n_feature, h, w)``.
-        roi_op ({'pool', 'align'}): RoIPool or RoIAlign.
-        sampling_ratio (int): RoIAlign's sample points per bin along each
-            side; 0: adaptive.
-        aligned (bool): RoIAlign's half-cell shift.
-        in_channels (int): Channels of the extractor's features.
-        n_feature (int): Channels of ``top``'s output.
-    """
-
-    def __init__(self, n_class, roi_size, spatial_scale, top, roi_op='pool',
-                 sampling_ratio=0, aligned=True, in_channels=1024,
-                 n_feature=2048):
-        # RoIHead hands its classifier the pooled features flattened.
-        classifier = nn.Sequential(
-            nn.Unflatten(1, (in_channels, roi_size, roi_size)), top,
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        super().__init__(n_class, roi_size, spatial_scale, classifier,
-                         n_feature=n_feature, roi_op=roi_op,
-                         sampling_ratio=sampling_ratio, aligned=aligned)
+def resnet_classifier(top, in_channels=1024, roi_size=14):
+    """The head's classifier of the C4 form: the pooled RoIs, flattened as
+    :class:`model.roi_head.RoIHead` hands them over, through ``layer4``
+    (``top``) and a global average pool:
+    :math:`(R', C S S) -> (R', 2048)`."""
+    return nn.Sequential(nn.Unflatten(1, (in_channels, roi_size, roi_size)),
+                         top, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
 
 
 class _FasterRCNNResNet(FasterRCNN):
@@ -111,15 +103,11 @@ class _FasterRCNNResNet(FasterRCNN):
             ResNet name (``'resnet50'`` or ``'resnet101'``) for
             torchvision's ImageNet weights (read from torchvision's cache,
             ``<torch.hub.get_dir()>/checkpoints``, or downloaded), None for
-            random init, or the path of a trained checkpoint (a state dict
-            or a trainer checkpoint holding one under 'model').
+            random init, or the path of a trained checkpoint.
         min_size (int): Preprocessing: the shorter side's length.
         max_size (int): Preprocessing: the longer side's largest length.
-        roi_op ({'pool', 'align'}): The head's RoIPool or RoIAlign (see
-            :class:`model.roi_head.RoIHead`).
-        sampling_ratio (int): RoIAlign's sample points per bin along each
-            side; 0: adaptive.
-        aligned (bool): RoIAlign's half-cell shift.
+        roi_op (str or dict): The head's RoI op (see
+            :func:`model.roi_head.roi_pooler`).
         roi_size (int): Side of the pooled RoIs that enter ``layer4``: 14
             (detectron2's C4), which ``layer4``'s stride makes 7 x 7, the
             size ImageNet training gave it; 7 (jwyang's) is cheaper.
@@ -130,8 +118,7 @@ class _FasterRCNNResNet(FasterRCNN):
 
     def __init__(self, n_fg_class=20, ratios=[0.5, 1, 2],
                  anchor_scales=[8, 16, 32], pretrained_model=None,
-                 min_size=600, max_size=1000, roi_op='pool',
-                 sampling_ratio=0, aligned=True, roi_size=14):
+                 min_size=600, max_size=1000, roi_op='pool', roi_size=14):
         if n_fg_class < 1:
             raise ValueError('n_fg_class must be positive, got {}'.format(
                 n_fg_class))
@@ -149,12 +136,16 @@ class _FasterRCNNResNet(FasterRCNN):
         rpn = RegionProposalNetwork(
             1024, 512, ratios=ratios, anchor_scales=anchor_scales,
             feat_stride=self.feat_stride)
-        head = ResNetRoIHead(n_class=n_fg_class + 1, roi_size=roi_size,
-                             spatial_scale=1. / self.feat_stride, top=top,
-                             roi_op=roi_op, sampling_ratio=sampling_ratio,
-                             aligned=aligned)
+        head = RoIHead(n_fg_class + 1,
+                       roi_pooler(roi_op, roi_size, 1. / self.feat_stride),
+                       resnet_classifier(top, roi_size=roi_size),
+                       n_feature=2048)
         super().__init__(extractor, rpn, head, min_size=min_size,
                          max_size=max_size, caffe_pretrain=False)
+        self.arguments = dict(
+            n_fg_class=n_fg_class, ratios=list(ratios),
+            anchor_scales=list(anchor_scales), min_size=min_size,
+            max_size=max_size, roi_op=roi_op, roi_size=roi_size)
         if is_checkpoint:
             self.load_state_dict(model_state_dict(
                 read_checkpoint(pretrained_model)))
@@ -167,11 +158,9 @@ class FasterRCNNResNet50(_FasterRCNNResNet):
 
     def __init__(self, n_fg_class=20, ratios=[0.5, 1, 2],
                  anchor_scales=[8, 16, 32], pretrained_model='resnet50',
-                 min_size=600, max_size=1000, roi_op='pool',
-                 sampling_ratio=0, aligned=True, roi_size=14):
+                 min_size=600, max_size=1000, roi_op='pool', roi_size=14):
         super().__init__(n_fg_class, ratios, anchor_scales, pretrained_model,
-                         min_size, max_size, roi_op, sampling_ratio, aligned,
-                         roi_size)
+                         min_size, max_size, roi_op, roi_size)
 
 
 class FasterRCNNResNet101(_FasterRCNNResNet):
@@ -181,8 +170,6 @@ class FasterRCNNResNet101(_FasterRCNNResNet):
 
     def __init__(self, n_fg_class=20, ratios=[0.5, 1, 2],
                  anchor_scales=[8, 16, 32], pretrained_model='resnet101',
-                 min_size=600, max_size=1000, roi_op='pool',
-                 sampling_ratio=0, aligned=True, roi_size=14):
+                 min_size=600, max_size=1000, roi_op='pool', roi_size=14):
         super().__init__(n_fg_class, ratios, anchor_scales, pretrained_model,
-                         min_size, max_size, roi_op, sampling_ratio, aligned,
-                         roi_size)
+                         min_size, max_size, roi_op, roi_size)

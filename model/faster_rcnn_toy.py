@@ -13,7 +13,8 @@ from torch import nn
 
 from model.faster_rcnn import FasterRCNN
 from model.region_proposal_network import RegionProposalNetwork
-from model.roi_head import RoIHead
+from model.roi_head import RoIHead, roi_pooler
+from model.utils.checkpoint import model_state_dict, read_checkpoint
 
 TOY_PROPOSAL_CREATOR_PARAMS = dict(n_train_pre_nms=3000, n_train_post_nms=600,
                                    n_test_pre_nms=1500, n_test_post_nms=300)
@@ -56,11 +57,10 @@ class FasterRCNNToy(FasterRCNN):
         n_feature (int): Width of the head's two fully connected layers.
         min_size (int): Preprocessing: the shorter side's length.
         max_size (int): Preprocessing: the longer side's largest length.
-        roi_op ({'pool', 'align'}): The head's RoIPool or RoIAlign (see
-            :class:`model.roi_head.RoIHead`).
-        sampling_ratio (int): RoIAlign's sample points per bin along each
-            side; 0: adaptive.
-        aligned (bool): RoIAlign's half-cell shift.
+        roi_op (str or dict): The head's RoI op (see
+            :func:`model.roi_head.roi_pooler`).
+        pretrained_model (str or None): None (random init: the toy model
+            has no pretrained weights) or the path of a trained checkpoint.
     """
 
     feat_stride = 8
@@ -68,8 +68,11 @@ class FasterRCNNToy(FasterRCNN):
     def __init__(self, n_fg_class=5, ratios=[0.5, 1, 2],
                  anchor_scales=[1.5, 3, 6], width=32, n_feature=256,
                  proposal_creator_params=TOY_PROPOSAL_CREATOR_PARAMS,
-                 min_size=256, max_size=256, roi_op='pool', sampling_ratio=0,
-                 aligned=True):
+                 min_size=256, max_size=256, roi_op='pool',
+                 pretrained_model=None):
+        if n_fg_class < 1:
+            raise ValueError('n_fg_class must be positive, got {}'.format(
+                n_fg_class))
         extractor = toy_extractor(width)
         rpn = RegionProposalNetwork(
             4 * width, 4 * width, ratios=ratios, anchor_scales=anchor_scales,
@@ -80,10 +83,17 @@ class FasterRCNNToy(FasterRCNN):
             nn.Linear(4 * width * roi_size ** 2, n_feature),
             nn.ReLU(inplace=True),
             nn.Linear(n_feature, n_feature), nn.ReLU(inplace=True))
-        head = RoIHead(n_class=n_fg_class + 1, roi_size=roi_size,
-                       spatial_scale=1. / self.feat_stride,
-                       classifier=classifier, n_feature=n_feature,
-                       roi_op=roi_op, sampling_ratio=sampling_ratio,
-                       aligned=aligned)
+        head = RoIHead(n_fg_class + 1,
+                       roi_pooler(roi_op, roi_size, 1. / self.feat_stride),
+                       classifier, n_feature=n_feature)
         super().__init__(extractor, rpn, head, min_size=min_size,
                          max_size=max_size)
+        self.arguments = dict(
+            n_fg_class=n_fg_class, ratios=list(ratios),
+            anchor_scales=list(anchor_scales), width=width,
+            n_feature=n_feature,
+            proposal_creator_params=dict(proposal_creator_params),
+            min_size=min_size, max_size=max_size, roi_op=roi_op)
+        if pretrained_model is not None:
+            self.load_state_dict(model_state_dict(
+                read_checkpoint(pretrained_model)))

@@ -10,9 +10,9 @@ from torchvision.models import VGG16_Weights, vgg16
 
 from model.faster_rcnn import FasterRCNN
 from model.region_proposal_network import RegionProposalNetwork
-from model.roi_head import RoIHead
-from model.utils.checkpoint import (model_state_dict, read_checkpoint,
-                                    torchvision_state_dict)
+from model.roi_head import RoIHead, roi_pooler
+from model.utils.checkpoint import (WeightsNotFound, model_state_dict,
+                                    read_checkpoint, torchvision_state_dict)
 
 
 def _torchvision_vgg16_state_dict():
@@ -24,12 +24,10 @@ def _torchvision_vgg16_state_dict():
 def _caffe_vgg16_state_dict(path):
     """A caffe-converted VGG16 state dict in torchvision's layout."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            'caffe-converted VGG16 weights not found at {}: put the file '
-            'there (see README), or use torchvision\'s weights '
-            "(pretrained_model='vgg16') or random init "
-            '(pretrained_model=None)'.format(path))
-    return torch.load(path, map_location='cpu')
+        raise WeightsNotFound('caffe-converted VGG16', path,
+                              'see README: model.utils.convert_caffe_vgg16 '
+                              'writes them')
+    return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def decom_vgg16(pretrained_model='vgg16',
@@ -90,18 +88,13 @@ class FasterRCNNVGG16(FasterRCNN):
         use_drop (bool): Dropout in the head's fc6 and fc7.
         min_size (int): Preprocessing: the shorter side's length.
         max_size (int): Preprocessing: the longer side's largest length.
-        caffe_pretrain (bool): Preprocessing: caffe normalization (BGR,
-            0-255, mean subtracted) instead of torchvision's. Default: True
-            exactly when ``pretrained_model='caffe'``. State it for weights
-            trained from caffe's VGG16 that carry no settings of their own
-            (the original's bare state dicts); a checkpoint that records its
-            preprocessing overrides it.
-        roi_op ({'pool', 'align'}): The head's RoIPool (this design's) or
-            RoIAlign (see :class:`model.roi_head.RoIHead`).
-        sampling_ratio (int): RoIAlign's sample points per bin along each
-            side; 0: adaptive.
-        aligned (bool): RoIAlign's half-cell shift (detectron2's
-            ROIAlignV2).
+        caffe_pretrain (bool): Preprocessing: caffe normalization. Default:
+            True exactly when ``pretrained_model='caffe'``; state it for
+            weights trained from caffe's VGG16 that carry no settings of
+            their own (the original's bare state dicts).
+        roi_op (str or dict): The head's RoI op, 7x7 at 1/16:
+            ``'pool'`` (this design's), ``'align'`` or a dict of settings
+            (see :func:`model.roi_head.roi_pooler`).
     """
 
     feat_stride = 16  # downsample 16x for the output of conv5 in vgg16
@@ -110,8 +103,7 @@ class FasterRCNNVGG16(FasterRCNN):
                  anchor_scales=[8, 16, 32], pretrained_model='vgg16',
                  caffe_pretrain_path='checkpoints/vgg16_caffe.pth',
                  use_drop=False, min_size=600, max_size=1000,
-                 caffe_pretrain=None, roi_op='pool', sampling_ratio=0,
-                 aligned=True):
+                 caffe_pretrain=None, roi_op='pool'):
         if n_fg_class < 1:
             raise ValueError('n_fg_class must be positive, got {}'.format(
                 n_fg_class))
@@ -122,37 +114,18 @@ class FasterRCNNVGG16(FasterRCNN):
         rpn = RegionProposalNetwork(
             512, 512, ratios=ratios, anchor_scales=anchor_scales,
             feat_stride=self.feat_stride)
-        head = VGG16RoIHead(n_class=n_fg_class + 1, roi_size=7,
-                            spatial_scale=(1. / self.feat_stride),
-                            classifier=classifier, roi_op=roi_op,
-                            sampling_ratio=sampling_ratio, aligned=aligned)
+        head = RoIHead(n_fg_class + 1,
+                       roi_pooler(roi_op, 7, 1. / self.feat_stride),
+                       classifier)
         if caffe_pretrain is None:
             caffe_pretrain = pretrained_model == 'caffe'
         super().__init__(extractor, rpn, head, min_size=min_size,
                          max_size=max_size, caffe_pretrain=caffe_pretrain)
+        self.arguments = dict(
+            n_fg_class=n_fg_class, ratios=list(ratios),
+            anchor_scales=list(anchor_scales), use_drop=use_drop,
+            min_size=min_size, max_size=max_size,
+            caffe_pretrain=caffe_pretrain, roi_op=roi_op)
         if is_checkpoint:
             self.load_state_dict(model_state_dict(
                 read_checkpoint(pretrained_model)))
-
-
-class VGG16RoIHead(RoIHead):
-    """RoIPool (or RoIAlign) 7x7, VGG16's fc6 and fc7, and the class and box
-    predictors.
-
-    Args:
-        n_class (int): The number of classes, background included (L + 1).
-        roi_size (int): Height and width of the pooled features.
-        spatial_scale (float): Feature size over image size.
-        classifier (nn.Module): VGG16's fc6 and fc7,
-            ``(R', 512 * roi_size ** 2) -> (R', 4096)``.
-        roi_op ({'pool', 'align'}): RoIPool or RoIAlign.
-        sampling_ratio (int): RoIAlign's sample points per bin along each
-            side; 0: adaptive.
-        aligned (bool): RoIAlign's half-cell shift.
-    """
-
-    def __init__(self, n_class, roi_size, spatial_scale, classifier,
-                 roi_op='pool', sampling_ratio=0, aligned=True):
-        super().__init__(n_class, roi_size, spatial_scale, classifier,
-                         n_feature=4096, roi_op=roi_op,
-                         sampling_ratio=sampling_ratio, aligned=aligned)

@@ -3,6 +3,8 @@
 Shape shorthand: N batch, C channels, H W feature size, A anchors per
 location, R' proposals of the whole batch.
 """
+import numbers
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -99,8 +101,8 @@ class RegionProposalNetwork(nn.Module):
                 rpn_locs[i].detach(), rpn_fg_scores[i].detach(), anchor,
                 img_sizes[i], scale=scales[i])
             rois.append(roi)
-            roi_indices.append(torch.full((len(roi),), i, dtype=torch.int32,
-                                          device=x.device))
+            roi_indices.append(torch.full_like(roi[:, 0], i,
+                                               dtype=torch.int32))
         rois = torch.cat(rois, dim=0)
         roi_indices = torch.cat(roi_indices, dim=0)
         return rpn_locs, rpn_scores, rois, roi_indices, anchor
@@ -112,28 +114,33 @@ def per_image(img_size, scale, n):
     Args:
         img_size: ``(H, W)`` shared by the N images, or N such pairs
             (a sequence, or a tensor of shape :math:`(N, 2)`).
-        scale: A number shared by the N images, or N numbers.
+        scale: A number (or 0-d tensor) shared by the N images, or N
+            numbers.
         n (int): The number of images (N).
 
     Returns:
-        (list, list): N ``(H, W)`` tuples of ints and N floats.
+        (list, list): N ``(H, W)`` tuples and N scales.
 
     Raises:
         ValueError: if per-image values are not N of them.
     """
-    sizes = torch.as_tensor(img_size).tolist()
-    if not isinstance(sizes[0], list):
-        sizes = [sizes] * n
-    scales = torch.as_tensor(scale, dtype=torch.float64).reshape(-1).tolist()
-    if len(scales) == 1:
-        scales = scales * n
+    if torch.is_tensor(img_size):
+        img_size = img_size.tolist()
+    shared = not hasattr(img_size[0], '__len__')
+    sizes = [tuple(img_size)] * n if shared else [tuple(s) for s in img_size]
+    if isinstance(scale, numbers.Number) or (torch.is_tensor(scale)
+                                              and scale.ndim == 0):
+        scales = [scale] * n
+    else:
+        scales = torch.as_tensor(scale, dtype=torch.float64).reshape(
+            -1).tolist()
     if len(sizes) != n or len(scales) != n or any(
             len(size) != 2 for size in sizes):
         raise ValueError(
             'expected an (H, W) and a scale for each of the {} images (or '
             'one shared by all), got sizes {} and scales {}'.format(
                 n, sizes, scales))
-    return [tuple(int(v) for v in size) for size in sizes], scales
+    return sizes, scales
 
 
 def roi_counts(roi_indices, n):
@@ -144,19 +151,11 @@ def roi_counts(roi_indices, n):
         list of N ints: one host read, none for a single image.
     """
     if n == 1:
-        return [len(roi_indices)]
+        return [roi_indices.shape[0]]
     index = roi_indices.long()
     # (torch.bincount would read the largest index on the host first)
     counts = index.new_zeros(n).index_add_(0, index, torch.ones_like(index))
     return counts.tolist()
-
-
-def shared_or_each(values):
-    """``values[0]`` if every value equals it, else the list: what a batch
-    passes to an RPN, so that one written for a single ``(H, W)`` and
-    scale keeps working on batches of equal images."""
-    values = list(values)
-    return values[0] if all(v == values[0] for v in values) else values
 
 
 def _enumerate_shifted_anchor(anchor_base, feat_stride, height, width):

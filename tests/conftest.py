@@ -20,7 +20,6 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import RoIPool
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT_DIR = os.path.dirname(TESTS_DIR)
@@ -61,16 +60,16 @@ class TinyHead(nn.Module):
     hidden layer, class offsets and scores."""
 
     def __init__(self, n_class, in_channels=8, roi_size=2, n_hidden=32):
+        from model.roi_head import RoIPooler
         super().__init__()
         self.n_class = n_class
-        self.roi = RoIPool((roi_size, roi_size), 1. / 16)
+        self.roi = RoIPooler('pool', roi_size, 1. / 16)
         self.fc = nn.Linear(in_channels * roi_size ** 2, n_hidden)
         self.cls_loc = nn.Linear(n_hidden, n_class * 4)
         self.score = nn.Linear(n_hidden, n_class)
 
     def forward(self, x, rois, roi_indices):
-        from model.utils.layers import roi_pool_yx
-        pool = roi_pool_yx(self.roi, x, rois, roi_indices)
+        pool = self.roi(x, rois, roi_indices)
         h = F.relu(self.fc(pool.flatten(1)))
         return self.cls_loc(h), self.score(h)
 
@@ -98,6 +97,13 @@ def build_tiny_faster_rcnn(n_fg_class=3, min_size=64, max_size=128,
 def make_tiny_faster_rcnn():
     """A factory of tiny composed detectors (see build_tiny_faster_rcnn)."""
     return build_tiny_faster_rcnn
+
+
+def options(**overrides):
+    """train.py's options: the defaults of utils.config.Config, with
+    ``overrides``."""
+    from utils.config import Config
+    return dict(Config()._state_dict(), **overrides)
 
 
 # ------------------------------------------------ an offline torch hub

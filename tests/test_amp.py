@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from model import roi_head
+
 from conftest import build_tiny_faster_rcnn
 from model.utils.preprocess import preprocess
 from test_trainer_losses import regression_batch, tiny_model_for_regression
@@ -53,14 +55,14 @@ def test_bf16_creators_and_roi_ops_see_float32(monkeypatch):
                         spy('ptc', trainer.proposal_target_creator))
     monkeypatch.setattr(trainer, 'anchor_target_creator',
                         spy('atc', trainer.anchor_target_creator))
-    pool = model.head.roi.forward
+    pool = roi_head.roi_pool  # torchvision's op, as the RoIPooler calls it
 
-    def roi_spy(x, rois):
+    def roi_spy(x, rois, *args):
         seen.setdefault('pooled', x.dtype)
         seen.setdefault('rois', rois.dtype)
-        return pool(x, rois)
+        return pool(x, rois, *args)
 
-    monkeypatch.setattr(model.head.roi, 'forward', roi_spy)
+    monkeypatch.setattr(roi_head, 'roi_pool', roi_spy)
     def features_hook(module, args, out):
         seen.setdefault('features', out.dtype)
 

@@ -247,7 +247,7 @@ def test_a_per_image_box_array_of_the_wrong_shape_is_named():
 def preprocessed(model, seed, h, w):
     rng = np.random.RandomState(seed)
     raw = rng.uniform(0, 255, (3, h, w)).astype(np.float32)
-    return model._preprocess(raw, 0), (h, w)
+    return model._prepare(raw, 0), (h, w)
 
 
 def test_batched_predict_equals_one_image_calls():

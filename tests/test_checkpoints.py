@@ -10,12 +10,10 @@ import pytest
 import torch
 import torchvision
 
-import train
 from conftest import use_hub
 from model import FasterRCNNToy, FasterRCNNVGG16, load_detector
 from model.utils.convert_caffe_vgg16 import FILE_NAME, convert_caffe_vgg16
 from trainer import FasterRCNNTrainer
-from utils.config import UsageError
 
 # The original design's Config fields (utils/config.py of
 # chenyuntc/simple-faster-rcnn-pytorch), as its checkpoints hold them.
@@ -80,11 +78,12 @@ def test_original_checkpoint_brings_its_preprocessing(original_checkpoint):
     trainer = FasterRCNNTrainer(
         FasterRCNNVGG16(n_fg_class=20, pretrained_model=None))
     info = trainer.load(path)
-    loaded, label_names, config = load_detector(path)
+    loaded, label_names, saved = load_detector(path)
 
     assert info == dict(best_map=0.71)
     assert label_names is None  # the original records none
-    assert config['caffe_pretrain'] is True
+    assert saved['config']['caffe_pretrain'] is True
+    assert saved['category_ids'] is None
     for model in (built, trainer.faster_rcnn, loaded):
         assert model.caffe_pretrain is True
         assert (model.min_size, model.max_size) == (480, 800)
@@ -99,14 +98,14 @@ def test_predict_of_an_original_caffe_checkpoint_feeds_caffe_input(
     seen = []
     real = faster_rcnn_module.preprocess
 
-    def spy(img, **kwargs):
-        seen.append(kwargs)
-        return real(img, **kwargs)
+    def spy(img, *args):
+        seen.append(args)
+        return real(img, *args)
 
     monkeypatch.setattr(faster_rcnn_module, 'preprocess', spy)
     model, _, _ = load_detector(original_checkpoint['path'])
     model.predict([np.zeros((3, 40, 50), np.float32)], visualize=True)
-    assert seen == [dict(min_size=480, max_size=800, caffe_pretrain=True)]
+    assert seen == [(480, 800, True, 'skimage')]
 
 
 @pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
@@ -229,14 +228,3 @@ def test_converter_names_a_missing_source(tmp_path):
 
 
 # ---------------------------------------- training agrees with its data
-
-def test_check_preprocessing_names_both_settings():
-    model = FasterRCNNToy(n_fg_class=2, min_size=256, max_size=256)
-    config = dict(min_size=200, max_size=256, caffe_pretrain=False)
-    with pytest.raises(UsageError) as info:
-        train.check_preprocessing(model, config, 'ck.pth')
-    message = str(info.value)
-    assert 'ck.pth' in message
-    assert 'min_size=256, max_size=256, caffe_pretrain=False' in message
-    assert 'min_size=200, max_size=256, caffe_pretrain=False' in message
-    train.check_preprocessing(model, dict(config, min_size=256), 'ck.pth')

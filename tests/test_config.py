@@ -1,9 +1,10 @@
-"""Config: the original defaults, option parsing and the state dict."""
+"""Config: the original defaults, option parsing, the state dict, the
+changed options and the help text."""
 import os
 
 import pytest
 
-from utils.config import Config
+from utils.config import Config, changed_options, option_help, usage
 
 SPEC_DEFAULTS = {
     'voc_data_dir': '/dataset/PASCAL2007/VOC2007/',
@@ -21,9 +22,7 @@ SPEC_DEFAULTS = {
     'pretrained_model': 'vgg16',
     'epoch': 14,
     'use_adam': False,
-    'use_chainer': False,
     'use_drop': False,
-    'debug_file': '/tmp/debugf',
     'test_num': 10000,
     'load_path': None,
     'caffe_pretrain': False,
@@ -53,6 +52,8 @@ def test_state_dict_lists_public_fields_only():
     state = Config()._state_dict()
     assert set(SPEC_DEFAULTS) | set(NEW_DEFAULTS) <= set(state)
     assert not [k for k in state if k.startswith('_')]
+    # the original's options that nothing read are gone
+    assert not {'use_chainer', 'debug_file'} & set(state)
 
 
 def test_parse_sets_options_on_the_instance_only(capsys):
@@ -60,10 +61,32 @@ def test_parse_sets_options_on_the_instance_only(capsys):
     opt._parse({'lr': 5e-3, 'env': 'toy', 'seed': 3})
     assert (opt.lr, opt.env, opt.seed) == (5e-3, 'toy', 3)
     assert (Config.lr, Config().lr) == (1e-3, 1e-3)
-    out = capsys.readouterr().out
-    assert out.startswith('======user config========\n')
-    assert out.rstrip().endswith('==========end============')
-    assert "'env': 'toy'" in out
+    assert capsys.readouterr().out == ''  # train.py says what changed
+
+
+def test_changed_options_lists_only_what_differs():
+    opt = Config()
+    assert changed_options(opt) == ''
+    opt._parse({'lr': 5e-3, 'epoch': 14, 'voc_data_dir': 'toy_voc'})
+    # epoch=14 is the default: not listed
+    assert changed_options(opt) == '--voc-data-dir=toy_voc --lr=0.005'
+
+
+def test_help_gives_every_option_its_default_and_comment():
+    entries = option_help()
+    assert [name for name, _, _ in entries] == list(Config()._state_dict())
+    assert all(comment for _, _, comment in entries)
+    entry = dict((name, (default, comment)) for name, default, comment
+                 in entries)
+    assert entry['min_size'] == (
+        600, 'resize so that the shorter image side is this many pixels')
+    text = usage('python train.py', dict(train='train it'))
+    assert text.splitlines()[0] == \
+        'usage: python train.py COMMAND [--option=value ...]'
+    assert '  train      train it' in text
+    assert '  --min-size=600\n        resize so that the shorter image ' \
+        'side is this many pixels' in text
+    assert max(len(line) for line in text.splitlines()) <= 84
 
 
 def test_parse_rejects_an_unknown_option_and_sets_nothing():

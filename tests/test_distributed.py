@@ -274,7 +274,7 @@ def test_torchrun_trains_resumes_and_writes_once(tmp_path):
     run = subprocess.run(_torchrun(data_dir, out), cwd=ROOT_DIR, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count('best map') == 1  # rank 0 alone prints
+    assert run.stdout.count('Best voc07 mAP') == 1  # rank 0 alone prints
     assert run.stdout.count('======user config========') == 1
     for name in ('best.pth', 'last.pth', 'predictions.png'):
         assert os.path.getsize(str(out / name)) > 0

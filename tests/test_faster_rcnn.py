@@ -313,8 +313,9 @@ def test_preprocessing_settings_travel_in_the_state_dict(
     model = make_tiny_faster_rcnn(min_size=64, max_size=128,
                                   caffe_pretrain=True)
     state = model.state_dict()
-    assert state['_extra_state'] == dict(min_size=64, max_size=128,
-                                         caffe_pretrain=True)
+    assert state['_extra_state'] == dict(
+        min_size=64, max_size=128, caffe_pretrain=True, resize='skimage',
+        size_divisible=1, roi_op='pool')
     path = tmp_path / 'model.pth'
     torch.save(state, path)
 

@@ -2,7 +2,7 @@
 conv1, layer1 and BatchNorm, stride 16, 1024 channels, layer4 in the head),
 a forward and predict at a small size, a training step, starting weights
 from a file the test writes into a temporary torch hub cache, the offline
-error, checkpoints, and the backbone option of build_model and train.py.
+error, checkpoints, and train.py's backbone option.
 Nothing is downloaded."""
 import os
 
@@ -11,13 +11,15 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d, RoIAlign
+from torchvision.ops import FrozenBatchNorm2d
 
 import model as model_package
-from conftest import use_hub
-from model import (FasterRCNNResNet50, FasterRCNNResNet101, build_model,
-                   load_detector)
-from model.faster_rcnn_resnet import ResNetRoIHead
+from conftest import options, use_hub
+from model import FasterRCNNResNet50, FasterRCNNResNet101, load_detector
+from model.roi_head import RoIHead
+from utils.config import UsageError
+from utils.detectors import build_from_options
+from model.utils.checkpoint import WeightsNotFound
 from model.utils.creator_tool import ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 
@@ -100,8 +102,8 @@ def test_conv1_layer1_and_every_batchnorm_are_frozen(resnet_model):
 
 def test_head_is_layer4_and_average_pool(resnet_model):
     head = resnet_model.head
-    assert isinstance(head, ResNetRoIHead)
-    assert head.roi_size == 14 and head.spatial_scale == 1. / 16
+    assert isinstance(head, RoIHead)
+    assert head.roi.size == 14 and head.roi.spatial_scale == 1. / 16
     assert head.n_class == N_FG_CLASS + 1
     layer4 = head.classifier[1]
     assert len(layer4) == 3 and layer4[0].conv2.stride == (2, 2)
@@ -125,8 +127,8 @@ def test_resnet101_structure_and_roi_options():
     assert [len(model.extractor[i]) for i in (4, 5, 6)] == [3, 4, 23]
     assert len(model.head.classifier[1]) == 3
     assert all(isinstance(m, FrozenBatchNorm2d) for m in norm_layers(model))
-    assert isinstance(model.head.roi, RoIAlign)
-    assert model.head.roi.output_size == (7, 7)
+    assert model.head.roi.roi_op == 'align'
+    assert model.head.roi.size == 7
     with torch.no_grad():
         _, roi_scores, rois, _ = model(torch.zeros(1, 3, 64, 96))
     assert roi_scores.shape == (len(rois), 3)
@@ -189,8 +191,8 @@ def test_imagenet_weights_from_the_hub_cache(resnet50_file, monkeypatch):
     use_hub(monkeypatch, resnet50_file['home'])
     state = torch.load(resnet50_file['path'])
     for model in (FasterRCNNResNet50(n_fg_class=N_FG_CLASS, **SMALL),
-                  build_model(dict(backbone='resnet50', **SMALL), N_FG_CLASS,
-                              pretrained_model='vgg16')):  # config default
+                  build_from_options(options(backbone='resnet50', **SMALL),
+                                     N_FG_CLASS)):
         assert isinstance(model, FasterRCNNResNet50)
         got = {'conv1.weight': model.extractor[0].weight,
                'bn1.running_mean': model.extractor[1].running_mean,
@@ -212,27 +214,30 @@ def test_imagenet_weights_from_the_hub_cache(resnet50_file, monkeypatch):
 def test_offline_without_weights_names_the_path(cls, arch, tmp_path,
                                                 monkeypatch):
     use_hub(monkeypatch, tmp_path)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(WeightsNotFound) as info:
         cls(n_fg_class=N_FG_CLASS)
     message = str(info.value)
     want_path = os.path.join(str(tmp_path / 'hub'), 'checkpoints',
                              FILES[arch])
+    assert info.value.path == want_path
     assert want_path in message and 'offline' in message
     assert 'pretrained_model=None' in message
     assert not os.path.exists(want_path)
 
 
 def test_a_checkpoint_rebuilds_itself(tmp_path):
-    config = dict(data='voc', backbone='resnet50', roi_op='align', **SMALL)
-    model = build_model(config, N_FG_CLASS)
+    config = options(backbone='resnet50', roi_op='align',
+                     pretrained_model=None, **SMALL)
+    model = build_from_options(config, N_FG_CLASS)
     with torch.no_grad():
         model.head.score.bias.add_(0.5)  # "trained"
     path = FasterRCNNTrainer(model, config=config).save(
         save_path=str(tmp_path / 'resnet.pth'))
-    restored, _, saved_config = load_detector(path)
+    restored, _, info = load_detector(path)
     assert isinstance(restored, FasterRCNNResNet50)
-    assert saved_config['backbone'] == 'resnet50'
-    assert isinstance(restored.head.roi, RoIAlign)
+    assert info['config']['backbone'] == 'resnet50'
+    assert restored.head.roi.settings == dict(roi_op='align',
+                                              sampling_ratio=0, aligned=True)
     assert (restored.min_size, restored.max_size) == (64, 96)
     for key, value in model.state_dict().items():
         if isinstance(value, torch.Tensor):
@@ -240,7 +245,7 @@ def test_a_checkpoint_rebuilds_itself(tmp_path):
     again = FasterRCNNResNet50(n_fg_class=N_FG_CLASS, pretrained_model=path,
                                roi_op='align')
     assert torch.equal(again.head.score.bias, model.head.score.bias)
-    with pytest.raises(ValueError, match='roi-op=align'):
+    with pytest.raises(ValueError, match="roi_op={'roi_op': 'align'"):
         FasterRCNNResNet50(n_fg_class=N_FG_CLASS, pretrained_model=path)
 
 
@@ -252,17 +257,21 @@ def test_a_checkpoint_rebuilds_itself(tmp_path):
     (lambda: FasterRCNNResNet101(pretrained_model='caffe'), "'resnet101'"),
     (lambda: FasterRCNNResNet50(pretrained_model=True), 'pretrained_model'),
     (lambda: FasterRCNNResNet50(n_fg_class=0), 'n_fg_class'),
-    (lambda: build_model(dict(backbone='resnet18'), 3), 'backbone'),
-    (lambda: build_model(dict(backbone='resnet50', caffe_pretrain=True), 3),
-     'caffe'),
-    (lambda: build_model(dict(data='toy', backbone='resnet50', min_size=64,
-                              max_size=64), 3), 'toy'),
-    (lambda: build_model(dict(backbone='vgg16'), 3,
-                         pretrained_model='resnet50'), "backbone='resnet50'"),
 ])
 def test_bad_choices_are_value_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize('config, message', [
+    (options(backbone='resnet18'), 'backbone'),
+    (options(backbone='resnet50', caffe_pretrain=True), 'caffe'),
+    (options(backbone='vgg16', pretrained_model='resnet50'),
+     '--backbone=resnet50'),
+])
+def test_bad_options_are_usage_errors(config, message):
+    with pytest.raises(UsageError, match=message):
+        build_from_options(config, 3)
 
 
 def test_train_py_refuses_an_unknown_backbone(tmp_path):
@@ -281,8 +290,8 @@ def test_a_checkpoint_of_another_backbone_is_a_value_error(tmp_path):
                                 **SMALL)
     path = FasterRCNNTrainer(resnet).save(save_path=str(tmp_path / 'r.pth'))
     with pytest.raises(ValueError, match='another backbone') as info:
-        build_model(dict(backbone='vgg16'), N_FG_CLASS,
-                    pretrained_model=None).load_state_dict(
+        build_from_options(options(pretrained_model=None),
+                           N_FG_CLASS).load_state_dict(
                         torch.load(path)['model'])
     assert 'FasterRCNNVGG16' in str(info.value)
     with pytest.raises(ValueError, match='another backbone'):

@@ -14,7 +14,9 @@ from torch import nn
 import model.faster_rcnn as faster_rcnn_module
 from conftest import use_hub
 from model import FasterRCNNVGG16
-from model.faster_rcnn_vgg16 import VGG16RoIHead, decom_vgg16
+from model.faster_rcnn_vgg16 import decom_vgg16
+from model.utils.checkpoint import WeightsNotFound
+from model.roi_head import RoIHead, RoIPooler
 from model.utils.bbox_tools import generate_anchor_base
 from trainer import FasterRCNNTrainer
 
@@ -118,12 +120,13 @@ def test_classifier_has_no_dropout_unless_use_drop(vgg_model):
 
 def test_head_and_rpn_initialisation(vgg_model):
     head = vgg_model.head
-    assert isinstance(head, VGG16RoIHead)
+    assert isinstance(head, RoIHead) and isinstance(head.roi, RoIPooler)
+    assert head.roi.settings == dict(roi_op='pool')
     assert vgg_model.n_class == head.n_class == N_FG_CLASS + 1
     assert head.cls_loc.out_features == 4 * (N_FG_CLASS + 1)
     assert head.score.out_features == N_FG_CLASS + 1
-    assert head.roi_size == 7
-    assert head.spatial_scale == pytest.approx(1. / 16)
+    assert head.roi.size == 7
+    assert head.roi.spatial_scale == pytest.approx(1. / 16)
     # 16384 and 65536 weights: the sample std is within 3% of the target
     assert head.cls_loc.weight.std().item() == pytest.approx(0.001, rel=0.03)
     assert head.score.weight.std().item() == pytest.approx(0.01, rel=0.03)
@@ -243,7 +246,7 @@ def test_caffe_weights_and_a_trained_checkpoint(vgg16_file, monkeypatch,
 
 def test_offline_without_weights_names_the_path(tmp_path, monkeypatch):
     use_hub(monkeypatch, tmp_path)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(WeightsNotFound) as info:
         FasterRCNNVGG16(n_fg_class=N_FG_CLASS, pretrained_model='vgg16')
     message = str(info.value)
     want_path = os.path.join(str(tmp_path / 'hub'), 'checkpoints',
@@ -255,7 +258,7 @@ def test_offline_without_weights_names_the_path(tmp_path, monkeypatch):
 
 def test_missing_caffe_file_names_the_path(tmp_path):
     path = str(tmp_path / 'nowhere' / 'vgg16_caffe.pth')
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(WeightsNotFound) as info:
         FasterRCNNVGG16(n_fg_class=N_FG_CLASS, pretrained_model='caffe',
                         caffe_pretrain_path=path)
-    assert path in str(info.value)
+    assert info.value.path == path and path in str(info.value)

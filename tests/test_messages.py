@@ -15,7 +15,7 @@ from conftest import TinyExtractor, TinyHead, build_tiny_faster_rcnn
 from data.synthetic import generate_voc
 from data.util import read_image
 from data.voc_dataset import VOCBboxDataset
-from model import FasterRCNN, RegionProposalNetwork
+from model import FasterRCNN, FasterRCNNToy, RegionProposalNetwork
 from model.utils.bbox_tools import bbox2loc, loc2bbox
 from trainer import FasterRCNNTrainer
 from utils.config import Config, UsageError
@@ -238,8 +238,7 @@ def test_split_listing_a_missing_xml_is_reported_before_training(tmp_path):
 
 def test_resume_from_a_bare_state_dict_is_a_command_line_mistake(tmp_path):
     data_dir = generate_voc(str(tmp_path / 'voc'), n_images=4, seed=0)
-    model = train.build_model(dict(data='toy', min_size=256, max_size=256),
-                              5)
+    model = FasterRCNNToy(n_fg_class=5)
     path = str(tmp_path / 'bare.pth')
     torch.save(model.state_dict(), path)
     result = run_train('--data=toy', '--voc-data-dir=' + data_dir,

@@ -212,9 +212,10 @@ def test_image_too_small_for_the_network_is_skipped(checkpoint, tmp_path,
     n, skipped = predict.predict(checkpoint, [str(folder)],
                                  str(tmp_path / 'out'))
     assert n == 1
-    assert skipped == ['skipped {}: image of size 1x256 is smaller than one '
-                       'feature stride (8 px) on a side'.format(
-                           folder / 'strip.png')]
+    assert skipped == ['skipped {}: image 0 of size 2x600 is 1x256 once '
+                       'resized for the model (shorter side to 256, longer '
+                       'at most 256), smaller than one feature stride (8 px) '
+                       'on a side'.format(folder / 'strip.png')]
     assert _skipped_lines(capsys.readouterr().err) == skipped
     assert sorted(os.listdir(tmp_path / 'out')) == [
         'detections.json', 'images.json', 'plain.png']

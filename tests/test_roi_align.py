@@ -7,15 +7,14 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torchvision.ops import RoIAlign, RoIPool
 
 import train
+from conftest import options
 from data.synthetic import generate_voc
-from model import FasterRCNNToy, FasterRCNNVGG16, build_model, load_detector
-from model.faster_rcnn_vgg16 import VGG16RoIHead
-from model.roi_head import RoIHead
-from model.utils.layers import roi_pool_yx
+from model import FasterRCNNToy, FasterRCNNVGG16, load_detector
+from model.roi_head import RoIHead, RoIPooler, roi_pooler
 from trainer import FasterRCNNTrainer
+from utils.detectors import build_from_options
 
 STRIDE = 16
 ROI_SIZE = 7
@@ -31,9 +30,9 @@ class Capture(nn.Module):
 
 def make_head(channels=4, **kwargs):
     torch.manual_seed(0)
-    return RoIHead(n_class=3, roi_size=ROI_SIZE, spatial_scale=1. / STRIDE,
-                   classifier=Capture(), n_feature=channels * ROI_SIZE ** 2,
-                   **kwargs)
+    return RoIHead(3, RoIPooler(size=ROI_SIZE, spatial_scale=1. / STRIDE,
+                                **kwargs),
+                   Capture(), n_feature=channels * ROI_SIZE ** 2)
 
 
 def make_rois(rng, n, img_size, device):
@@ -53,15 +52,27 @@ def make_rois(rng, n, img_size, device):
 
 def test_default_is_roipool_and_align_is_roialign():
     head = make_head()
-    assert isinstance(head.roi, RoIPool) and head.roi_op == 'pool'
-    assert head.roi_settings == dict(roi_op='pool')
+    assert head.roi.roi_op == 'pool'
+    assert head.roi.settings == dict(roi_op='pool')
     head = make_head(roi_op='align')
-    assert isinstance(head.roi, RoIAlign)
     assert (head.roi.sampling_ratio, head.roi.aligned) == (0, True)
-    assert head.roi.output_size == (ROI_SIZE, ROI_SIZE)
+    assert head.roi.size == ROI_SIZE
     assert head.roi.spatial_scale == 1. / STRIDE
-    assert head.roi_settings == dict(roi_op='align', sampling_ratio=0,
+    assert head.roi.settings == dict(roi_op='align', sampling_ratio=0,
                                      aligned=True)
+
+
+def test_roi_pooler_is_built_from_a_name_or_settings():
+    assert roi_pooler('pool', 7, 0.5).settings == dict(roi_op='pool')
+    assert roi_pooler('align', 7, 0.5).settings == dict(
+        roi_op='align', sampling_ratio=0, aligned=True)
+    pooler = roi_pooler(dict(roi_op='align', sampling_ratio=2,
+                             aligned=False), 14, 0.25)
+    assert (pooler.size, pooler.spatial_scale) == (14, 0.25)
+    assert pooler.settings == dict(roi_op='align', sampling_ratio=2,
+                                   aligned=False)
+    with pytest.raises(ValueError, match='roi_op'):
+        roi_pooler(3, 7, 0.5)
 
 
 @pytest.mark.parametrize('sampling_ratio, aligned',
@@ -94,8 +105,8 @@ def test_constant_features_give_a_constant_output(device, aligned):
     rng = np.random.RandomState(1)
     x = torch.full((2, 4, 12, 15), 3.25, device=device)
     rois, roi_indices = make_rois(rng, 20, (12 * STRIDE, 15 * STRIDE), device)
-    pool = roi_pool_yx(make_head(roi_op='align', aligned=aligned).roi, x,
-                       rois, roi_indices)
+    pool = make_head(roi_op='align', aligned=aligned).roi(x, rois,
+                                                          roi_indices)
     assert pool.shape == (20, 4, ROI_SIZE, ROI_SIZE)
     torch.testing.assert_close(pool, torch.full_like(pool, 3.25))
 
@@ -108,8 +119,8 @@ def test_align_averages_its_samples():
     H, W = 20, 24
     x = torch.arange(W, dtype=torch.float32).repeat(1, 2, H, 1)
     rois = torch.tensor([[40., 70., 250., 300.], [20., 64., 200., 201.]])
-    pool = roi_pool_yx(make_head(roi_op='align', sampling_ratio=4).roi, x,
-                       rois, torch.zeros(2))
+    pool = make_head(roi_op='align', sampling_ratio=4).roi(x, rois,
+                                                           torch.zeros(2))
     for roi, got in zip(rois, pool):
         x0 = roi[1] / STRIDE - 0.5
         bin_w = (roi[3] - roi[1]) / STRIDE / ROI_SIZE
@@ -123,7 +134,7 @@ def test_align_gradcheck():
     rois, roi_indices = make_rois(rng, 4, (6 * STRIDE, 7 * STRIDE), 'cpu')
     layer = make_head(roi_op='align', sampling_ratio=2).roi
     assert torch.autograd.gradcheck(
-        lambda x: roi_pool_yx(layer, x, rois.double(), roi_indices), (x,))
+        lambda x: layer(x, rois.double(), roi_indices), (x,))
 
 
 @pytest.mark.parametrize('kwargs, name', [
@@ -137,41 +148,40 @@ def test_bad_settings_are_value_errors(kwargs, name):
 
 # ------------------------------------------------------------- the models
 
+ALIGN_2 = dict(roi_op='align', sampling_ratio=2, aligned=True)
+
+
 def test_models_take_roi_op():
-    toy = FasterRCNNToy(n_fg_class=2, roi_op='align', sampling_ratio=2,
-                        aligned=False)
-    assert isinstance(toy.head.roi, RoIAlign)
-    assert (toy.head.roi.sampling_ratio, toy.head.roi.aligned) == (2, False)
-    assert isinstance(FasterRCNNToy(n_fg_class=2).head.roi, RoIPool)
-    head = VGG16RoIHead(n_class=3, roi_size=7, spatial_scale=1. / 16,
-                        classifier=nn.Identity(), roi_op='align')
-    assert isinstance(head.roi, RoIAlign)
+    toy = FasterRCNNToy(n_fg_class=2, roi_op=dict(
+        roi_op='align', sampling_ratio=2, aligned=False))
+    assert toy.head.roi.settings == dict(roi_op='align', sampling_ratio=2,
+                                         aligned=False)
+    assert FasterRCNNToy(n_fg_class=2).head.roi.roi_op == 'pool'
     vgg = FasterRCNNVGG16(n_fg_class=2, pretrained_model=None,
                           roi_op='align')
-    assert isinstance(vgg.head.roi, RoIAlign)
-    assert vgg.head.roi_settings['roi_op'] == 'align'
+    assert vgg.head.roi.settings['roi_op'] == 'align'
+    assert (vgg.head.roi.size, vgg.head.roi.spatial_scale) == (7, 1. / 16)
 
 
 def test_the_choice_travels_with_the_model(tmp_path):
-    model = FasterRCNNToy(n_fg_class=2, roi_op='align', sampling_ratio=2)
+    model = FasterRCNNToy(n_fg_class=2, roi_op=ALIGN_2)
     state = model.state_dict()
     assert state['_extra_state']['roi_op'] == 'align'
     assert state['_extra_state']['sampling_ratio'] == 2
     assert state['_extra_state']['aligned'] is True
-    same = FasterRCNNToy(n_fg_class=2, roi_op='align', sampling_ratio=2)
+    same = FasterRCNNToy(n_fg_class=2, roi_op=ALIGN_2)
     same.load_state_dict(state)
     assert torch.equal(same.head.score.weight, model.head.score.weight)
 
 
-@pytest.mark.parametrize('saved, own, flag', [
-    (dict(roi_op='align'), dict(), '--roi-op=align'),
-    (dict(), dict(roi_op='align'), '--roi-op=pool'),
-    (dict(roi_op='align', aligned=False), dict(roi_op='align'),
-     '--roi-aligned=False'),
-    (dict(roi_op='align', sampling_ratio=2), dict(roi_op='align'),
-     '--roi-sampling-ratio=2')])
+@pytest.mark.parametrize('saved, own, want', [
+    (dict(roi_op='align'), dict(), "'roi_op': 'align'"),
+    (dict(), dict(roi_op='align'), "roi_op={'roi_op': 'pool'}"),
+    (dict(roi_op=dict(roi_op='align', aligned=False)), dict(roi_op='align'),
+     "'aligned': False"),
+    (dict(roi_op=ALIGN_2), dict(roi_op='align'), "'sampling_ratio': 2")])
 def test_a_checkpoint_of_another_roi_op_is_refused_untouched(saved, own,
-                                                             flag):
+                                                             want):
     torch.manual_seed(0)
     state = FasterRCNNToy(n_fg_class=2, **saved).state_dict()
     torch.manual_seed(1)
@@ -180,7 +190,8 @@ def test_a_checkpoint_of_another_roi_op_is_refused_untouched(saved, own,
               if isinstance(v, torch.Tensor)}
     with pytest.raises(ValueError, match='load_detector') as info:
         model.load_state_dict(state)
-    assert flag in str(info.value)
+    assert want in str(info.value)
+    assert '--' not in str(info.value)  # the model names no train.py flag
     for key, value in model.state_dict().items():
         if key in before:
             assert torch.equal(value, before[key]), key
@@ -198,23 +209,20 @@ def test_a_state_dict_from_before_the_option_is_roipool():
     FasterRCNNToy(n_fg_class=2, roi_op='align').load_state_dict(state)
 
 
-def test_build_model_and_load_detector_rebuild_the_roi_op(tmp_path):
-    config = dict(data='toy', min_size=128, max_size=128, roi_op='align',
-                  roi_sampling_ratio=2, roi_aligned=False)
-    model = build_model(config, 2)
-    assert isinstance(model.head.roi, RoIAlign)
-    assert (model.head.roi.sampling_ratio, model.head.roi.aligned) == \
-        (2, False)
+def test_options_and_load_detector_rebuild_the_roi_op(tmp_path):
+    config = options(backbone='toy', min_size=128, max_size=128,
+                     roi_op='align', roi_sampling_ratio=2, roi_aligned=False)
+    model = build_from_options(config, 2)
+    assert model.head.roi.settings == dict(roi_op='align', sampling_ratio=2,
+                                           aligned=False)
     path = FasterRCNNTrainer(model, config=config).save(
         save_path=str(tmp_path / 'align.pth'))
     restored, _, _ = load_detector(path)
-    assert restored.head.roi_settings == model.head.roi_settings
-    # a config from before the option builds RoIPool
-    old = {k: v for k, v in config.items() if not k.startswith('roi')}
-    assert isinstance(build_model(old, 2).head.roi, RoIPool)
-    vgg = build_model(dict(data='voc', roi_op='align'), 2)
+    assert restored.head.roi.settings == model.head.roi.settings
+    vgg = build_from_options(options(roi_op='align', pretrained_model=None),
+                             2)
     assert isinstance(vgg, FasterRCNNVGG16)
-    assert isinstance(vgg.head.roi, RoIAlign)
+    assert vgg.head.roi.roi_op == 'align'
 
 
 # ---------------------------------------------------------------- training
@@ -245,6 +253,6 @@ def test_toy_preset_trains_with_roialign(tmp_path):
                 out_dir=str(tmp_path / 'ck'), seed=0, num_workers=0,
                 test_num_workers=0, device='cpu', epoch=1, port=1,
                 roi_op='align')
-    model, _, config = load_detector(str(tmp_path / 'ck' / 'best.pth'))
-    assert config['roi_op'] == 'align'
-    assert isinstance(model.head.roi, RoIAlign)
+    model, _, info = load_detector(str(tmp_path / 'ck' / 'best.pth'))
+    assert info['config']['roi_op'] == 'align'
+    assert model.head.roi.roi_op == 'align'

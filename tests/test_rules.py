@@ -12,17 +12,15 @@ import torch
 from skimage import transform as sktsf
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import RoIPool, roi_pool
+from torchvision.ops import roi_pool
 
 from data import dataset as data_dataset
 from data.dataset import Transform
-from model.faster_rcnn_vgg16 import VGG16RoIHead
-from model.roi_head import RoIHead
+from model.roi_head import RoIHead, RoIPooler
 from model.utils import preprocess as model_preprocess
 from model.utils.bbox_tools import generate_anchor_base
 from model.utils.creator_tool import (AnchorTargetCreator, ProposalCreator,
                                       ProposalTargetCreator)
-from model.utils.layers import roi_pool_yx
 from trainer import _fast_rcnn_loc_loss, _smooth_l1_loss
 
 # A 10 x 10 gt box; the boxes below share its top-left corner, so that each
@@ -211,13 +209,13 @@ def swapped_pool(x, rois_yx, roi_indices, size, spatial_scale):
     return roi_pool(x, boxes, size, spatial_scale)
 
 
-def test_roi_pool_yx_reorders_boxes_to_xy(device):
+def test_roi_pooler_reorders_boxes_to_xy(device):
     x = patterned_features(device)
     want = torchvision_pool(x, FEAT_ROIS_YX, ROI_INDICES, (2, 2), 1.)
     assert not torch.equal(
         want, swapped_pool(x, FEAT_ROIS_YX, ROI_INDICES, (2, 2), 1.))
-    got = roi_pool_yx(RoIPool((2, 2), 1.), x, tensor(FEAT_ROIS_YX, device),
-                      torch.tensor(ROI_INDICES, device=device))
+    got = RoIPooler('pool', 2, 1.)(x, tensor(FEAT_ROIS_YX, device),
+                                   torch.tensor(ROI_INDICES, device=device))
     assert torch.equal(got, want)
     # the first RoI spans rows 1-3 and columns 2-9 of image 0: each bin's
     # max is its bottom-right value, 100 row + col
@@ -238,8 +236,9 @@ class Recorder(nn.Module):
 
 
 @pytest.mark.parametrize('make_head, roi_size', [
-    (lambda c: RoIHead(3, 2, 1. / 16, Recorder(c * 4), n_feature=c * 4), 2),
-    (lambda c: VGG16RoIHead(3, 7, 1. / 16, Recorder(4096)), 7),
+    (lambda c: RoIHead(3, RoIPooler('pool', 2, 1. / 16), Recorder(c * 4),
+                       n_feature=c * 4), 2),
+    (lambda c: RoIHead(3, RoIPooler('pool', 7, 1. / 16), Recorder(4096)), 7),
 ])
 def test_head_pools_yx_rois_as_torchvision_pools_xy(device, make_head,
                                                     roi_size):

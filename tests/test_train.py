@@ -73,9 +73,9 @@ def test_toy_run_leaves_checkpoints_and_a_picture(toy_run):
     out = toy_run['out_dir']
     for name in ('best.pth', 'last.pth', 'predictions.png'):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    faster_rcnn, label_names, config = load_detector(
+    faster_rcnn, label_names, info = load_detector(
         os.path.join(out, 'best.pth'))
-    assert config['data'] == 'toy' and len(label_names) == 5
+    assert info['config']['data'] == 'toy' and len(label_names) == 5
     assert faster_rcnn.min_size == 256 and faster_rcnn.max_size == 256
     last = torch.load(os.path.join(out, 'last.pth'))
     assert last['other_info']['epoch'] == 4

@@ -3,8 +3,7 @@
 The COCO files are written from a small generated VOC-layout dataset, with
 category ids that are neither contiguous nor in the file in id order, so
 that the labels must come from sorting the ids. The detector is the toy
-model (``build_model`` makes VGG16 for any data but the toy preset, which
-would need downloaded weights and minutes per epoch here).
+model (``--backbone=toy``).
 """
 import json
 import os
@@ -18,7 +17,6 @@ import train
 from data.loaders import label_names_of
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from data.voc_dataset import VOCBboxDataset
-from model.faster_rcnn_toy import FasterRCNNToy
 from utils import evaluation
 from utils.evaluation import score_detections
 
@@ -81,24 +79,14 @@ def _coco_options(coco_data, out_dir, **kwargs):
         coco_train_img=coco_data['img_dir'],
         coco_test_ann=coco_data['test_ann'],
         coco_test_img=coco_data['img_dir'], min_size=192, max_size=192,
-        pretrained_model=None, lr=5e-3, epoch=1, seed=0, num_workers=0,
+        backbone='toy', lr=5e-3, epoch=1, seed=0, num_workers=0,
         test_num_workers=0, port=free_port(), device='cpu',
         out_dir=str(out_dir))
     options.update(kwargs)
     return options
 
 
-@pytest.fixture
-def toy_model(monkeypatch):
-    """build_model makes the toy detector whatever the data."""
-    def build_model(config, n_fg_class, pretrained_model=None):
-        return FasterRCNNToy(n_fg_class=n_fg_class,
-                             min_size=config['min_size'],
-                             max_size=config['max_size'])
-    monkeypatch.setattr(train, 'build_model', build_model)
-
-
-def test_coco_training_with_the_coco_metric(coco_data, toy_model, tmp_path,
+def test_coco_training_with_the_coco_metric(coco_data, tmp_path,
                                             monkeypatch):
     scored = []
 
@@ -221,7 +209,7 @@ def test_label_names_option(tmp_path):
         label_names_of('voc', ('apple', 'apple'))
 
 
-def test_voc_layout_with_own_class_names(tmp_path, toy_model):
+def test_voc_layout_with_own_class_names(tmp_path):
     """A VOC-layout folder of two classes, named by --label-names: one
     epoch, the names recorded in the checkpoint."""
     names = ('cross', 'circle')
@@ -230,7 +218,7 @@ def test_voc_layout_with_own_class_names(tmp_path, toy_model):
     (tmp_path / 'labels.txt').write_text('cross\ncircle\n')
     train.train(data='voc', voc_data_dir=voc_dir,
                 label_names=str(tmp_path / 'labels.txt'), min_size=192,
-                max_size=192, pretrained_model=None, epoch=1, seed=0,
+                max_size=192, backbone='toy', epoch=1, seed=0,
                 num_workers=0, test_num_workers=0, port=free_port(),
                 device='cpu', metric='voc', out_dir=str(tmp_path / 'ck'))
     checkpoint = torch.load(str(tmp_path / 'ck' / 'best.pth'))

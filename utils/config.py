@@ -2,21 +2,17 @@
 
 ``train.py`` hands the options given on its command line (through ``fire``) to
 ``opt._parse``; library code never reads ``opt`` but takes its settings as
-constructor arguments whose defaults equal the values below.
+constructor arguments (``utils/detectors.py`` maps the options to a
+detector's). Each option's comment is its help text.
 """
 
 import difflib
+import inspect
 import os
-from pprint import pprint
+import re
+import textwrap
 
-# Options kept from the original for old scripts and checkpoints; nothing
-# reads them, so error messages do not offer them.
-UNUSED_OPTIONS = ('use_chainer', 'debug_file')
-
-
-class UsageError(ValueError):
-    """A mistake on the command line: ``train.py`` prints it as one line and
-    exits with status 2."""
+from model.utils.command_line import UsageError  # noqa: F401 (train.py's)
 
 
 class Config:
@@ -31,6 +27,7 @@ class Config:
     voc_data_dir = '/dataset/PASCAL2007/VOC2007/'  # VOC2007 root holding Annotations/, ImageSets/, JPEGImages/
     min_size = 600  # resize so that the shorter image side is this many pixels
     max_size = 1000  # ... unless the longer side would then exceed this many pixels
+    resize = 'skimage'  # how images are resized: 'skimage' (the original's) or 'bilinear' (torchvision's detection transform)
     num_workers = min(8, os.cpu_count() or 1)  # data loader worker processes for training (8, or the number of cores if fewer)
     test_num_workers = min(8, os.cpu_count() or 1)  # data loader worker processes for evaluation (8, or the number of cores if fewer)
 
@@ -57,12 +54,11 @@ class Config:
     coco_test_ann = None  # with --data=coco: the test set's annotations JSON, evaluated each epoch (same categories as the training set's)
     coco_test_img = None  # with --data=coco: the directory the test JSON's file names are relative to
     metric = 'voc07'  # test metric whose 'map' is logged each epoch and picks best.pth: 'voc07' (VOC 11-point AP at IoU 0.5), 'voc' (VOC area AP at IoU 0.5) or 'coco' (COCO AP at IoU 0.50:0.95)
-    pretrained_model = 'vgg16'  # backbone whose pretrained weights initialise the extractor
+    pretrained_model = 'vgg16'  # starting weights of the extractor: 'vgg16' (the backbone's own ImageNet weights, from torchvision's cache), or None (random init); the toy backbone has none
 
     # training
     epoch = 14  # number of training epochs
     use_adam = False  # use Adam instead of SGD with momentum
-    use_chainer = False  # kept from the original ("try match everything as chainer"); nothing reads it
     use_drop = False  # use dropout in the RoI head's fully connected layers
     seed = None  # int: seed python's random, numpy and torch; None: do not seed
     device = None  # torch device to train on; None: CUDA when available, else CPU
@@ -70,20 +66,20 @@ class Config:
     test_batch_size = 1  # evaluation images per predict call (per process under torchrun)
     size_divisible = 1  # pad a training batch's height and width up to a multiple of this (1: to the largest image, so a batch of one is not padded)
 
-    # debug
-    debug_file = '/tmp/debugf'  # kept from the original (it entered a debugger while this file existed); nothing reads it
+    # evaluation
     test_num = 10000  # evaluate on at most this many test images
 
     # checkpoints
     load_path = None  # checkpoint whose model weights start the training
     resume = None  # checkpoint of an interrupted run to continue from
-    out_dir = 'checkpoints'  # directory checkpoints and pictures are written to
+    out_dir = 'checkpoints'  # directory checkpoints, pictures and the training history (history.csv) are written to
+    report_dir = None  # evaluate: write the evaluation report (metrics.json, report.md, pictures) to this directory
 
     caffe_pretrain = False  # use caffe pretrained VGG16 (BGR, 0-255 input) instead of torchvision's
     caffe_pretrain_path = 'checkpoints/vgg16_caffe.pth'  # file of the caffe pretrained VGG16 weights
 
     # choices of the other systems (README: "Choices of the other systems"); the defaults are this design's
-    backbone = 'vgg16'  # 'vgg16' (fc6/fc7 head), or 'resnet50' / 'resnet101' in C4 form (conv1..layer3 extract, layer4 heads the RoIs); pretrained_model 'vgg16' then means that ResNet's ImageNet weights
+    backbone = 'vgg16'  # 'vgg16' (fc6/fc7 head), 'resnet50' / 'resnet101' in C4 form (conv1..layer3 extract, layer4 heads the RoIs), or 'toy' (the quick start's small extractor, for a CPU)
     roi_op = 'pool'  # the head's RoI op: 'pool' (RoIPool, this design's) or 'align' (RoIAlign, torchvision's and detectron2's)
     roi_sampling_ratio = 0  # RoIAlign's sample points per bin along each side; 0: adaptive (detectron2's; torchvision's Faster R-CNN uses 2)
     roi_aligned = True  # RoIAlign's half-cell shift, so that a feature cell sits at its pixels' centre (detectron2's ROIAlignV2; torchvision's Faster R-CNN: False)
@@ -94,7 +90,7 @@ class Config:
     amp = None  # mixed precision: None (float32), 'bf16' or 'fp16' (with a gradient scaler) over the networks' layers; boxes, targets and losses stay float32
 
     def _parse(self, kwargs):
-        """Set options and print the resulting configuration.
+        """Set options.
 
         Args:
             kwargs (dict): Option names mapped to their new values.
@@ -109,10 +105,6 @@ class Config:
         for k, v in kwargs.items():
             setattr(self, k, v)
 
-        print('======user config========')
-        pprint(self._state_dict())
-        print('==========end============')
-
     def _state_dict(self):
         """Return every option with its current value.
 
@@ -124,15 +116,53 @@ class Config:
         return {k: getattr(self, k) for k in names}
 
 
+def changed_options(config):
+    """The options that differ from their defaults, as ``--name=value``
+    flags on one line."""
+    defaults = Config()._state_dict()
+    return ' '.join('--{}={}'.format(k.replace('_', '-'), v)
+                    for k, v in config._state_dict().items()
+                    if v != defaults[k])
+
+
+def option_help():
+    """Each option's name, default and the comment that documents it in
+    :class:`Config`'s source.
+
+    Returns:
+        list of (str, object, str)
+    """
+    defaults = Config()._state_dict()
+    comments = dict(re.findall(r'^    (\w+) = .*?  # (.*)$',
+                               inspect.getsource(Config), re.MULTILINE))
+    return [(k, v, comments.get(k, '')) for k, v in defaults.items()]
+
+
+def usage(prog, commands):
+    """The help text of a command line: its commands, then every option
+    with its default and its one-line description."""
+    lines = ['usage: {} COMMAND [--option=value ...]'.format(prog), '',
+             'commands:']
+    lines += ['  {:<10} {}'.format(name, what)
+              for name, what in commands.items()]
+    lines += ['', 'options (--name=value or --name value; "-" and "_" '
+              'alike):']
+    for name, default, comment in option_help():
+        lines.append('  --{}={}'.format(name.replace('_', '-'), default))
+        lines += textwrap.wrap(comment, 76, initial_indent=' ' * 8,
+                               subsequent_indent=' ' * 8)
+    return '\n'.join(lines)
+
+
 def _unknown_option_message(name, options):
     """'Unknown option "--epochs"; did you mean "--epoch"? Valid options
-    are: ...' (options that nothing reads are not offered)."""
-    valid = [k for k in options if k not in UNUSED_OPTIONS]
+    are: ...'."""
     message = 'Unknown option "--{}"'.format(name)
-    close = difflib.get_close_matches(name.replace('-', '_'), valid, n=1)
+    close = difflib.get_close_matches(name.replace('-', '_'), list(options),
+                                      n=1)
     message += ('; did you mean "--{}"?'.format(close[0]) if close else '.')
     return message + ' Valid options are: {}.'.format(
-        ', '.join('--' + k for k in valid))
+        ', '.join('--' + k for k in options))
 
 
 opt = Config()

@@ -12,6 +12,7 @@ Three kinds of file hold a detector's weights:
   are one): weights only; the model keeps the settings it was built with.
 """
 import os
+import pickle
 
 import torch
 
@@ -19,12 +20,27 @@ import torch
 PREPROCESSING_KEYS = ('min_size', 'max_size', 'caffe_pretrain')
 
 
+class WeightsNotFound(RuntimeError):
+    """Starting weights neither on disk nor downloadable.
+
+    Attributes:
+        name (str): What they are, e.g. 'ImageNet VGG16'.
+        path (str): Where the file is looked for: put it there.
+    """
+
+    def __init__(self, name, path, reason):
+        self.name, self.path = name, path
+        super().__init__(
+            '{} weights are not at {} ({}): put the file there, or start '
+            'from random init (pretrained_model=None)'.format(name, path,
+                                                              reason))
+
+
 def torchvision_state_dict(weights, name):
     """torchvision's pretrained weights, from its cache or downloaded.
 
     The cache is ``<torch.hub.get_dir()>/checkpoints/<file of the URL>``,
-    where torchvision itself keeps them; offline, with no file there, the
-    error names that path.
+    where torchvision itself keeps them (``TORCH_HOME`` moves it).
 
     Args:
         weights (torchvision.models.WeightsEnum): e.g.
@@ -32,20 +48,18 @@ def torchvision_state_dict(weights, name):
         name (str): What to call them in the error, e.g. 'ImageNet VGG16'.
 
     Raises:
-        RuntimeError: if the file is not cached and cannot be downloaded.
+        WeightsNotFound: if the file is not cached and cannot be downloaded.
     """
     path = os.path.join(torch.hub.get_dir(), 'checkpoints',
                         os.path.basename(weights.url))
     if os.path.exists(path):
-        return torch.load(path, map_location='cpu')
+        return torch.load(path, map_location='cpu', weights_only=True)
     try:
         return weights.get_state_dict(progress=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError
-        raise RuntimeError(
-            "could not download torchvision's {} weights ({}): put the file "
-            '{} at {} (or point TORCH_HOME elsewhere), or start from random '
-            'init with pretrained_model=None'.format(
-                name, err, os.path.basename(weights.url), path)) from None
+        raise WeightsNotFound("torchvision's " + name, path,
+                              'and downloading failed: {}'.format(
+                                  err)) from None
 
 
 def read_checkpoint(path):
@@ -58,10 +72,19 @@ def read_checkpoint(path):
     if not os.path.isfile(path):
         raise FileNotFoundError('checkpoint {} does not exist'.format(path))
     try:
-        state = torch.load(path, map_location='cpu')
-    except Exception as err:
-        raise ValueError('cannot read checkpoint {}: {}'.format(
-            path, err)) from None
+        # Never weights_only=False: unpickling arbitrary objects runs code.
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        what = ('Python objects besides weights, which this library does '
+                'not load (save a state_dict instead)'
+                if 'Weights only load failed' in str(err) else
+                'something torch.load cannot read')
+        raise ValueError('{} is not a checkpoint: it holds {}'.format(
+            path, what)) from None
+    except Exception:
+        raise ValueError('{} is not a checkpoint: torch.load cannot read it '
+                         '(expected a file torch.save writes, as train.py\'s '
+                         'checkpoints)'.format(path)) from None
     if not isinstance(state, dict):
         raise ValueError('checkpoint {} holds a {}, not the dict of weights '
                          'that torch.save(model.state_dict()) or train.py '

@@ -67,7 +67,7 @@ def convert_caffe_vgg16(src=None, dst='checkpoints/vgg16_caffe.pth'):
         raise FileNotFoundError('{} does not exist; expected the caffe VGG16 '
                                 'weights {} ({})'.format(src, FILE_NAME, URL))
     else:
-        state_dict = torch.load(src, map_location='cpu')
+        state_dict = torch.load(src, map_location='cpu', weights_only=True)
     if not any(key.startswith('classifier.1.') for key in state_dict):
         raise ValueError('{} has no classifier.1.* weights: it is not the '
                          'caffe VGG16 {} (already converted?)'.format(

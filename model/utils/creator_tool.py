@@ -254,11 +254,11 @@ class AnchorTargetCreator:
             the image; None: every anchor, as torchvision does.
         sampler (str): What draws the anchors dropped. ``'numpy'``
             (default): numpy's global RNG, the original design's samples
-            under the same seed. ``'torch'``: random keys from
-            ``torch.rand`` on the device of the inputs (a random
-            permutation), seeded by torch's RNG, with nothing read on the
-            host; the counts are the same and every sample comes from the
-            same candidates, but the samples differ from the original's.
+            under the same seed. ``'torch'``: ``torch.randperm`` on the
+            device of the inputs, seeded by torch's RNG, with nothing read
+            on the host; the counts are the same and every sample comes
+            from the same candidates, but the samples differ from the
+            original's.
     """
 
     def __init__(self, n_sample=256, pos_iou_thresh=0.7, neg_iou_thresh=0.3,
@@ -350,10 +350,9 @@ def _subsample(label, value, n_keep, sampler='numpy'):
 
     With ``sampler='numpy'`` the dropped ones are drawn as the original
     design does: ``np.random.choice`` over their indices in ascending order.
-    With ``sampler='torch'`` every candidate gets a key from ``torch.rand``
-    on the label's device and those beyond the ``n_keep`` smallest keys
-    (a uniformly random permutation) are dropped: ``n_keep`` may then be a
-    tensor on that device, and nothing is read on the host.
+    With ``sampler='torch'`` those ranked beyond ``n_keep`` by
+    :func:`_random_ranking` are dropped: ``n_keep`` may then be a tensor on
+    the label's device, and nothing is read on the host.
 
     Args:
         label (torch.Tensor): :math:`(S,)` int32 anchor labels.
@@ -363,8 +362,7 @@ def _subsample(label, value, n_keep, sampler='numpy'):
     """
     candidate = label == value
     if sampler == 'torch':
-        key = torch.rand(len(label), device=label.device)
-        order = key.masked_fill(~candidate, 2.).argsort()
+        order = _random_ranking(candidate)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(len(order), device=order.device)
         label.masked_fill_(candidate & (rank >= n_keep), -1)

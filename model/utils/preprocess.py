@@ -6,12 +6,22 @@ most ``max_size``, then normalized the torchvision way (RGB, ImageNet mean
 and std, values in [0, 1] before normalization) or, for caffe-pretrained
 weights, the caffe way (BGR, [0, 255], mean subtracted).
 
+Two resizes: the original's (``'skimage'``: scikit-image's bilinear resize,
+reflect mode, no anti-aliasing, to the rounded size) and torchvision's
+detection transform's (``'bilinear'``: normalize first, then torch's
+bilinear interpolation to the floored size, in float32 on the image's
+device).
+
 It lives in ``model/`` because a trained model knows its preprocessing and
 :meth:`model.faster_rcnn.FasterRCNN.predict` applies it; ``data.dataset``
 re-exports these names for the training sets.
 """
 import numpy as np
+import torch
 from skimage import transform as sktsf
+from torch.nn import functional as F
+
+RESIZES = ('skimage', 'bilinear')
 
 TORCHVISION_MEAN = np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1)
 TORCHVISION_STD = np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1)
@@ -66,7 +76,8 @@ def caffe_normalize(img):
     return (img - CAFFE_MEAN).astype(np.float32)
 
 
-def preprocess(img, min_size=600, max_size=1000, caffe_pretrain=False):
+def preprocess(img, min_size=600, max_size=1000, caffe_pretrain=False,
+               resize='skimage'):
     """Resizes and normalizes an image for the network.
 
     The image is scaled by
@@ -75,24 +86,44 @@ def preprocess(img, min_size=600, max_size=1000, caffe_pretrain=False):
     ``max_size``.
 
     Args:
-        img (~numpy.ndarray): An image of shape :math:`(C, H, W)`, RGB in
-            [0, 255].
+        img (~numpy.ndarray or torch.Tensor): An image of shape
+            :math:`(C, H, W)`, RGB in [0, 255].
         min_size (int): The target length of the shorter side.
         max_size (int): The upper limit of the longer side.
         caffe_pretrain (bool): Normalize the caffe way instead of the
             torchvision way.
+        resize ({'skimage', 'bilinear'}): The original's resize, on numpy,
+            or torchvision's, on torch (see the module's docstring).
 
     Returns:
-        ~numpy.ndarray: The network input, float32, of shape
-        :math:`(C, H \\cdot scale, W \\cdot scale)`, rounded.
+        The network input, float32, of shape :math:`(C, H \\cdot scale,
+        W \\cdot scale)`: a numpy array (rounded sizes) for 'skimage', a
+        tensor on the image's device (floored sizes) for 'bilinear'.
     """
     C, H, W = img.shape
-    scale1 = min_size / min(H, W)
-    scale2 = max_size / max(H, W)
-    scale = min(scale1, scale2)
+    scale = min(min_size / min(H, W), max_size / max(H, W))
+    if resize == 'bilinear':
+        return _bilinear(img, scale, caffe_pretrain)
     img = img / 255.
     img = sktsf.resize(img, (C, H * scale, W * scale), mode='reflect',
                        anti_aliasing=False)
     if caffe_pretrain:
         return caffe_normalize(img)
     return pytorch_normalze(img)
+
+
+def _bilinear(img, scale, caffe_pretrain):
+    """torchvision's GeneralizedRCNNTransform on one image: normalize in
+    float32, then resize by ``scale`` with torch's bilinear interpolation
+    (the size floored, the scale recomputed from it)."""
+    img = torch.as_tensor(img).float()
+    if caffe_pretrain:
+        img = img.flip(0) - torch.as_tensor(CAFFE_MEAN, dtype=torch.float32,
+                                            device=img.device)
+    else:
+        img = img / 255.
+        mean, std = (torch.as_tensor(v, dtype=torch.float32, device=img.device)
+                     for v in (TORCHVISION_MEAN, TORCHVISION_STD))
+        img = (img - mean) / std
+    return F.interpolate(img[None], scale_factor=scale, mode='bilinear',
+                         recompute_scale_factor=True, align_corners=False)[0]
