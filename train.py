@@ -322,9 +322,8 @@ def _parse_options(kwargs):
     """Sets ``opt`` from the command line's options (with --data=toy's
     preset) and checks them; returns the names given."""
     opt.__dict__.clear()  # back to the class defaults, whatever ran before
-    if kwargs.get('data') == 'toy':
-        kwargs = {**TOY_PRESET, **kwargs}
-    opt._parse(kwargs)
+    opt._parse({**TOY_PRESET, **kwargs} if kwargs.get('data') == 'toy'
+               else kwargs)
     check_options(opt)
     return set(kwargs)
 

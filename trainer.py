@@ -105,19 +105,11 @@ class FasterRCNNTrainer(nn.Module):
         """Forward the model on a batch and compute the losses.
 
         Each image's four losses are computed as for one image alone and
-        averaged over the batch, so that a batch of N is one step on the
-        mean of N images' losses (as N one-image steps with their gradients
-        averaged). With the linear scaling rule, a batch of N trains like
-        the batch of one at N times the learning rate (``--lr``): scale it
-        yourself when you change N; nothing here does.
-
-        For each image in batch order the head's RoIs are sampled, then the
-        RPN's anchors (as in the original design: ProposalTargetCreator
-        before AnchorTargetCreator), so that a numpy seed draws for a batch
-        what it draws for the same images in one-image steps. Each image's
-        anchors are labelled against its own unpadded size: anchors over
-        the padding are ignored (-1). The head runs once on the sampled
-        RoIs of the whole batch.
+        averaged over the batch (scale ``--lr`` with N yourself: the linear
+        rule). Per image, ProposalTargetCreator draws before
+        AnchorTargetCreator, as in the original, so that a numpy seed draws
+        for a batch what it draws in one-image steps; anchors over an
+        image's padding are ignored (-1).
 
         Args:
             imgs (torch.Tensor): N preprocessed images,
@@ -126,9 +118,8 @@ class FasterRCNNTrainer(nn.Module):
             bboxes (torch.Tensor or sequence): :math:`(N, R, 4)` gt boxes,
                 or N arrays of shape :math:`(R, 4)` (R may differ and may be
                 0), each ``(y_min, x_min, y_max, x_max)`` in the
-                preprocessed image's pixels. Best on the host, as the data
-                loader gives them (with ``labels``): they are checked there
-                and go to the device without waiting for it.
+                preprocessed image's pixels; on the host, where they are
+                checked without waiting for the device.
             labels (torch.Tensor or sequence): :math:`(N, R)` labels in
                 :math:`[0, L - 1]`, or N arrays of shape :math:`(R,)`.
             scale (float or sequence of floats): The scaling preprocessing
@@ -428,9 +419,7 @@ def _check_batch(imgs, bboxes, labels, n_fg_class):
 
     Returns:
         (list, list): N tensors :math:`(R, 4)` and N tensors :math:`(R,)`,
-        where the inputs were: on the host (as the data loader gives them)
-        the checks here and in the creators read nothing from the device,
-        and the creators move them there without waiting.
+        where the inputs were.
 
     Raises:
         ValueError: naming the argument, its shape and the expected one

@@ -7,8 +7,9 @@ the fast settings, in one run, as ratios.
 (a) the original's way: batch 1, float32, numpy's sampler, per-class
 suppression; (b) the fast settings: ``--amp``, torch's sampler, one
 batched_nms call, batch ``--batch`` (training and prediction). The toy
-model runs on 256x256 images (the CPU default), VGG16 on 600x1000 (for a
-GPU), from random weights, on random images with four gt boxes each. Each
+model runs on 256x256 images (the CPU default), VGG16 on 600x1000 and the
+ResNet-50 FPN on 800x1333 (torchvision's size; both for a GPU), from
+random weights, on random images with four gt boxes each. Each
 setting runs in a process of its own (so that its peak memory is its own:
 the CPU's peak resident set, or CUDA's peak allocation), ``--repeats``
 times in turn, and the medians are reported. On CUDA it also counts the
@@ -29,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'benchmarks')]
 
 from bench_batch import SIZES, batch  # noqa: E402
-from model import FasterRCNNVGG16  # noqa: E402
+from model import FasterRCNNFPNResNet50, FasterRCNNVGG16  # noqa: E402
 from model.faster_rcnn_toy import FasterRCNNToy  # noqa: E402
 from trainer import FasterRCNNTrainer  # noqa: E402
 from utils.amp import autocast  # noqa: E402
@@ -39,14 +40,18 @@ SETTINGS = dict(
     original=dict(amp=None, sampler='numpy', suppression='per_class',
                   batch=1),
     fast=dict(amp=None, sampler='torch', suppression='batched', batch=None))
+SIZES = dict(SIZES, resnet50_fpn=(800, 1333))
 
 
 def build(model_name, setting, device):
     torch.manual_seed(0)
     if model_name == 'toy':
         model = FasterRCNNToy(n_fg_class=5)
-    else:
+    elif model_name == 'vgg16':
         model = FasterRCNNVGG16(n_fg_class=20, pretrained_model=None)
+    else:
+        model = FasterRCNNFPNResNet50(n_fg_class=20, pretrained_model=None,
+                                      min_size=800, max_size=1333)
     model.suppression = setting['suppression']
     return FasterRCNNTrainer(model, sampler=setting['sampler'],
                              amp=setting['amp']).to(device)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The checks a lent GPU machine runs in one go: the CUDA variants of the
-# tests, then the speed benchmark with VGG16 at 600x1000 (fp16 and bf16),
-# each one's output in $OUT. About 6 minutes on one H200 (tests ~2, each
-# benchmark ~2), so that one device call fits in its 15 minutes with room
-# to rerun.
+# tests, then the speed benchmark with VGG16 at 600x1000 (fp16 and bf16)
+# and with the ResNet-50 FPN at 800x1333 (bf16), each one's output in $OUT.
+# About 8 minutes on one H200 (tests ~2, each benchmark ~2, estimated), so
+# that one device call fits in its 15 minutes.
 #
 #   bash benchmarks/gpu_check.sh wheels   # here: the packages that machine
 #                                         # lacks, as wheels in .whl/
@@ -57,6 +57,10 @@ run() {
         echo "bench_speed --amp=$amp: exit $?"
         cat "$out/bench_$amp.txt"
     done
+    timeout 200 python3 benchmarks/bench_speed.py --model resnet50_fpn \
+        --device cuda --amp bf16 --repeats 2 > "$out/bench_fpn.txt" 2>&1
+    echo "bench_speed --model=resnet50_fpn: exit $?"
+    cat "$out/bench_fpn.txt"
 }
 
 case "${1:-}" in

@@ -1,7 +1,9 @@
 """Rebuilding the detector a checkpoint holds, from the constructor
 arguments it records (see :mod:`model.utils.checkpoint` for the kinds of
 checkpoint)."""
-from model.faster_rcnn_fpn import FasterRCNNFPNResNet50, FasterRCNNFPNResNet101
+from model.faster_rcnn_fpn import (FasterRCNNFPNMobileNetV3Large,
+                                   FasterRCNNFPNResNet50,
+                                   FasterRCNNFPNResNet101)
 from model.faster_rcnn_resnet import FasterRCNNResNet50, FasterRCNNResNet101
 from model.faster_rcnn_toy import FasterRCNNToy
 from model.faster_rcnn_vgg16 import FasterRCNNVGG16
@@ -9,7 +11,8 @@ from model.utils.checkpoint import model_state_dict, read_checkpoint
 
 DETECTORS = {cls.__name__: cls for cls in (
     FasterRCNNVGG16, FasterRCNNResNet50, FasterRCNNResNet101, FasterRCNNToy,
-    FasterRCNNFPNResNet50, FasterRCNNFPNResNet101)}
+    FasterRCNNFPNResNet50, FasterRCNNFPNResNet101,
+    FasterRCNNFPNMobileNetV3Large)}
 
 
 def detector_record(faster_rcnn):

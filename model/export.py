@@ -1,19 +1,14 @@
 """Export of the inference path, for serving a detector outside Python.
 
-:class:`ExportableFasterRCNN` wraps a trained :class:`FasterRCNN` around
-its own tensor path, :meth:`FasterRCNN.detections`: a preprocessed image
-and its original size in; boxes, labels and scores out. torch.export and
-ONNX record that path. Preprocessing (:func:`model.utils.preprocess.
-preprocess`) stays outside, as in ``FasterRCNN.predict(imgs, sizes)``.
-
-The one difference of a recording: it suppresses all classes in one nms
-over boxes offset by class (:func:`torchvision.ops.batched_nms`'s way for
-few boxes), so a pair of boxes whose IoU lies within float rounding of the
-threshold can be decided otherwise than by the per-class default.
+:class:`ExportableFasterRCNN` wraps a :class:`FasterRCNN` around its own
+tensor path, :meth:`FasterRCNN.detections` (a preprocessed image and its
+original size in; boxes, labels and scores out), which torch.export and
+ONNX record. Preprocessing (:func:`model.utils.preprocess.preprocess`)
+stays outside. The one difference of a recording: it suppresses all classes
+in one nms over boxes offset by class, which may decide a pair whose IoU is
+within float rounding of the threshold otherwise than the per-class default.
 
 Shape shorthand: H W the preprocessed image's size, R the detections.
-
-From the command line::
 
     python -m model.export --checkpoint=checkpoints/best.pth --out=model.onnx
     python -m model.export --checkpoint=checkpoints/best.pth --out=model.pt2
@@ -35,9 +30,7 @@ class ExportableFasterRCNN(nn.Module):
 
     ``forward(x, size)`` gives what ``faster_rcnn.predict([x[0]], [size])``
     gives with the same thresholds (fixed when the module is built). The
-    model is used, not copied, and must be in eval mode when this module
-    runs or is recorded; :func:`export_program` and :func:`export_onnx` put
-    it in eval mode and back.
+    model, used not copied, must be in eval mode.
 
     Args:
         faster_rcnn (FasterRCNN): The trained detector.
@@ -66,9 +59,7 @@ class ExportableFasterRCNN(nn.Module):
         """Detects objects in one preprocessed image.
 
         Args:
-            x (torch.Tensor): :math:`(1, 3, H, W)` float32, as
-                :func:`model.utils.preprocess.preprocess` gives it (with a
-                batch axis added).
+            x (torch.Tensor): :math:`(1, 3, H, W)` float32, preprocessed.
             size (torch.Tensor): :math:`(2,)` int64, the original image's
                 ``(height, width)``; the scale is ``W / width``.
 
@@ -96,8 +87,7 @@ class ExportableFasterRCNN(nn.Module):
 
 
 def _onnx_sort_stable(self, *, stable=None, dim=-1, descending=False):
-    """ONNX for ``aten.sort.stable``, which torch.onnx does not translate:
-    a TopK of every element, which the ONNX standard makes stable."""
+    """ONNX for ``aten.sort.stable``: a TopK of every element (stable)."""
     from onnxscript import opset18 as op
     k = op.Gather(op.Shape(self), op.Constant(value_ints=[dim]))
     return op.TopK(self, k, axis=dim, largest=int(bool(descending)),
@@ -105,8 +95,7 @@ def _onnx_sort_stable(self, *, stable=None, dim=-1, descending=False):
 
 
 def _onnx_roi_pool(input, rois, spatial_scale, pooled_height, pooled_width):
-    """ONNX for ``torchvision::roi_pool``: MaxRoiPool (onnxscript 0.7's
-    translation takes the arguments of ``torchvision.ops.roi_pool``)."""
+    """ONNX for ``torchvision::roi_pool``: MaxRoiPool."""
     from onnxscript import opset18 as op
     pool = op.MaxRoiPool(input, rois,
                          pooled_shape=(pooled_height, pooled_width),
@@ -116,9 +105,9 @@ def _onnx_roi_pool(input, rois, spatial_scale, pooled_height, pooled_width):
 
 
 def example_inputs(faster_rcnn):
-    """A zero image of the preprocessed size of a landscape image, and
-    that image's original size, on the model's device: height and width
-    differ so that the recording keeps them apart."""
+    """A zero landscape image of the preprocessed size and its size, on
+    the model's device (height and width differ: the recording keeps them
+    apart)."""
     device = next(faster_rcnn.parameters()).device
     height = faster_rcnn.min_size
     width = max(height + 32, min(faster_rcnn.max_size, height * 4 // 3))
@@ -128,8 +117,8 @@ def example_inputs(faster_rcnn):
 
 @contextlib.contextmanager
 def _recording(faster_rcnn):
-    """Eval mode and no gradients while recording, then the mode the model
-    had; torchvision 0.28's warning about its own nms shape rule silenced."""
+    """Eval mode, no gradients and torchvision 0.28's warning about its own
+    nms shape rule silenced while recording."""
     was_training = faster_rcnn.training
     faster_rcnn.eval()
     try:
@@ -152,29 +141,20 @@ def _record(faster_rcnn, score_thresh, nms_thresh):
 
 
 def export_program(faster_rcnn, score_thresh=None, nms_thresh=None):
-    """Records the inference path with :func:`torch.export.export`.
-
-    The result takes images of any height and width that give a feature
-    map of at least 2 x 2, and runs without this package's code (import
-    ``torchvision`` first, for its ops): ``program.module()(x, size)``.
-
-    Returns:
-        torch.export.ExportedProgram: ``(x, size) -> (bbox, label, score)``
-        as :meth:`ExportableFasterRCNN.forward`.
-    """
+    """Records the inference path with :func:`torch.export.export`: an
+    ExportedProgram, ``program.module()(x, size) -> (bbox, label, score)``
+    as :meth:`ExportableFasterRCNN.forward`, for images of any size that
+    give a feature map of at least 2 x 2; it runs without this package
+    (import torchvision first, for its ops)."""
     with _recording(faster_rcnn):
         return _record(faster_rcnn, score_thresh, nms_thresh)
 
 
 def export_onnx(faster_rcnn, path, score_thresh=None, nms_thresh=None,
                 label_names=None):
-    """Writes the inference path as an ONNX model (opset 18), inputs
-    ``image`` and ``size``, outputs ``bbox``, ``label`` and ``score``, the
-    image's height and width free, :func:`describe`'s entries as its
-    metadata. Needs the ``onnx`` and ``onnxscript`` packages.
-
-    Returns:
-        str: ``path``.
+    """Writes the inference path to ``path`` as ONNX (opset 18): inputs
+    ``image`` and ``size``, outputs ``bbox``, ``label`` and ``score``, any
+    image size, :func:`describe`'s entries as metadata; returns ``path``.
     """
     with _recording(faster_rcnn):
         program = to_onnx(_record(faster_rcnn, score_thresh, nms_thresh),
@@ -186,9 +166,8 @@ def export_onnx(faster_rcnn, path, score_thresh=None, nms_thresh=None,
 
 
 def to_onnx(program, input_names, output_names):
-    """A recorded program as ONNX (opset 18), with the translations of the
-    ops onnxscript 0.7 lacks or mistranslates; ``.save(path)`` writes it.
-    """
+    """A recorded program as ONNX (opset 18), translating the ops that
+    onnxscript 0.7 lacks or mistranslates; ``.save(path)`` writes it."""
     translations = {
         torch.ops.aten.sort.stable: _onnx_sort_stable,
         torch.ops.torchvision.roi_pool.default: _onnx_roi_pool,
@@ -200,10 +179,8 @@ def to_onnx(program, input_names, output_names):
 
 
 def save_program(program, path, metadata=None):
-    """Saves a recorded program, with ``metadata`` (e.g. :func:`describe`'s
-    entries) as the extra file ``detector.json``, which
-    ``torch.export.load(path, extra_files={'detector.json': ''})`` reads
-    back."""
+    """Saves a recorded program with ``metadata`` as the extra file
+    ``detector.json`` (``torch.export.load(path, extra_files=...)``)."""
     torch.export.save(program, path, extra_files={
         'detector.json': json.dumps(metadata or {})})
 
@@ -211,9 +188,7 @@ def save_program(program, path, metadata=None):
 def describe(faster_rcnn, score_thresh=None, nms_thresh=None,
              label_names=None):
     """What a user of the exported model needs to know, as JSON strings:
-    the preprocessing the input must have had (``min_size``, ``max_size``,
-    ``caffe_pretrain``, ``resize``, ``size_divisible``), the thresholds
-    recorded, and ``label_names`` when given."""
+    the input's preprocessing, the thresholds and the class names."""
     module = ExportableFasterRCNN(faster_rcnn, score_thresh, nms_thresh)
     info = dict(min_size=faster_rcnn.min_size,
                 max_size=faster_rcnn.max_size,
@@ -228,8 +203,7 @@ def describe(faster_rcnn, score_thresh=None, nms_thresh=None,
 
 
 def main(argv=None):
-    """``python -m model.export --checkpoint=... --out=model.onnx``; a
-    command-line mistake is one line on stderr and exit status 2."""
+    """``python -m model.export --checkpoint=... --out=model.onnx``."""
     parser = ArgumentParser(
         prog='python -m model.export',
         description='Export a trained checkpoint to ONNX (.onnx) or as a '
@@ -249,11 +223,11 @@ def main(argv=None):
         if kind not in ('.onnx', '.pt2'):
             raise UsageError('--out={} must end in .onnx (ONNX) or .pt2 '
                              '(torch.export)'.format(args.out))
-        for name in ('score_thresh', 'nms_thresh'):
-            value = getattr(args, name)
-            if value is not None and not 0. <= value <= 1.:
-                raise UsageError('--{}={} must be in [0, 1]'.format(
-                    name.replace('_', '-'), value))
+        for name, value in (('score', args.score_thresh),
+                            ('nms', args.nms_thresh)):
+            if not 0. <= (value or 0.) <= 1.:
+                raise UsageError('--{}-thresh={} must be in [0, 1]'.format(
+                    name, value))
         try:
             faster_rcnn, label_names, _ = load_detector(args.checkpoint)
         except (FileNotFoundError, ValueError) as err:

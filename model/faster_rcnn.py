@@ -472,21 +472,27 @@ def pad(x, size_divisible):
 
 
 def _clip(bbox, size):
-    """Boxes (R, 4) clipped to an image of ``size`` (H, W): ints, or a
-    tensor in a recording."""
-    limit = torch.as_tensor(size, dtype=bbox.dtype, device=bbox.device)
-    return torch.minimum(bbox.clamp(min=0), limit[[0, 1, 0, 1]])
+    """Boxes (R, 4) clipped to an image of ``size`` (H, W): numbers, or in a
+    recording a tensor."""
+    if torch.is_tensor(size):
+        return torch.minimum(bbox.clamp(min=0), size.to(bbox)[[0, 1, 0, 1]])
+    return torch.stack((bbox[:, 0].clamp(0, size[0]),
+                        bbox[:, 1].clamp(0, size[1]),
+                        bbox[:, 2].clamp(0, size[0]),
+                        bbox[:, 3].clamp(0, size[1])), dim=1)
 
 
 def _ratios(size, input_size, like):
-    """Original over input size per axis, as torchvision maps boxes back:
-    (4,) float32 ``(ratio_y, ratio_x, ratio_y, ratio_x)``."""
-    def ratio(a, b):
-        return (torch.as_tensor(a, dtype=torch.float32, device=like.device) /
-                torch.as_tensor(b, dtype=torch.float32, device=like.device))
-    ratio_y = ratio(size[0], input_size[0])
-    ratio_x = ratio(size[1], input_size[1])
-    return torch.stack((ratio_y, ratio_x, ratio_y, ratio_x)).to(like.dtype)
+    """Original over input size per axis, in float32 as torchvision maps
+    boxes back: (4,) ``(ratio_y, ratio_x, ratio_y, ratio_x)``."""
+    def scalar(value):
+        if torch.is_tensor(value):
+            return value.to(torch.float32)
+        return torch.scalar_tensor(value, dtype=torch.float32,
+                                   device=like.device)
+    ratio_y = scalar(size[0]) / scalar(input_size[0])
+    ratio_x = scalar(size[1]) / scalar(input_size[1])
+    return torch.stack((ratio_y, ratio_x, ratio_y, ratio_x)).to(like)
 
 
 def _shared_or_each(values):

@@ -13,11 +13,11 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
 
 from model.region_proposal_network import per_image
 from model.utils.bbox_tools import loc2bbox
 from model.utils.layers import full_precision
+from model.utils.suppression import batched_nms
 
 # The largest size offset of a box: a box grows at most 1000 / 16 times
 # (torchvision's and detectron2's clamp).
@@ -211,7 +211,8 @@ class PyramidRPN(nn.Module):
         mode = 'train' if self.training else 'test'
         rois, logits, levels = [], [], []
         for l, (loc, score, anchor) in enumerate(zip(locs, scores, anchors)):
-            top = score.topk(min(self.n_pre_nms[mode], len(score)))[1]
+            top = score.topk(torch.sym_min(self.n_pre_nms[mode],
+                                           score.shape[0]))[1]
             loc = torch.cat((loc[top, :2], loc[top, 2:].clamp(max=LOC_CLIP)),
                             dim=1)
             rois.append(loc2bbox(anchor[top], loc))
@@ -219,8 +220,8 @@ class PyramidRPN(nn.Module):
             levels.append(torch.full_like(top, l))
         roi, prob, level = torch.cat(rois), torch.cat(logits).sigmoid(), \
             torch.cat(levels)
-        limit = roi.new_tensor(img_size)[[0, 1, 0, 1]]
-        roi = torch.minimum(roi.clamp(min=0), limit)
+        roi[:, 0::2] = roi[:, 0::2].clamp(0, img_size[0])
+        roi[:, 1::2] = roi[:, 1::2].clamp(0, img_size[1])
         size = torch.minimum(roi[:, 2] - roi[:, 0], roi[:, 3] - roi[:, 1])
         keep = torch.where((size >= self.min_size)
                            & (prob >= self.score_thresh))[0]

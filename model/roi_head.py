@@ -97,7 +97,7 @@ class RoIPooler(nn.Module):
         scales = self.spatial_scale
         if not isinstance(scales, (tuple, list)):
             return self._pool(maps[0], boxes, scales)
-        out = maps[0].new_zeros((len(rois), maps[0].shape[1], self.size,
+        out = maps[0].new_zeros((rois.shape[0], maps[0].shape[1], self.size,
                                  self.size))
         level = fpn_level(rois, scales)
         for l, scale in enumerate(scales):

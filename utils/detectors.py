@@ -4,6 +4,7 @@ from model import (FasterRCNNFPNResNet50, FasterRCNNFPNResNet101,
                    FasterRCNNResNet50, FasterRCNNResNet101, FasterRCNNToy,
                    FasterRCNNVGG16)
 from model.build import checkpoint_record
+from model.roi_head import roi_pooler
 from model.utils.checkpoint import model_state_dict, read_checkpoint
 from trainer import check_resumable
 from utils.config import UsageError
@@ -123,21 +124,32 @@ def check_given_options(config, given, record, preprocessing, path):
     another detector than the checkpoint's (``record``, whose input is
     prepared as ``preprocessing`` says)."""
     cls, arguments = detector_arguments(config)
-    own = dict(arguments, **preprocessing)
     if 'backbone' in given and cls.__name__ != record['name']:
         raise UsageError(
             '--backbone={} differs from the detector in {} ({}): leave it '
             'out to start from that checkpoint'.format(
                 config['backbone'], path, record['name']))
     theirs = dict(record['arguments'], **preprocessing)
-    for option in MODEL_OPTIONS[1:]:
+    for option in sorted(given & set(MODEL_OPTIONS[1:])):
         key = 'roi_op' if option.startswith('roi_') else option
-        if option in given and key in theirs and own[key] != theirs[key]:
+        if key not in theirs:
+            continue
+        mine = config[key] if key in PREPROCESSING else arguments.get(key)
+        if key == 'roi_op':
+            same = _roi_settings(mine) == _roi_settings(theirs[key])
+        else:
+            same = mine == theirs[key]
+        if not same:
             raise UsageError(
                 '--{}={} differs from the checkpoint {}, whose model has '
                 '{}={!r}: leave it out to use the checkpoint\'s'.format(
                     option.replace('_', '-'), config[option], path, key,
                     theirs[key]))
+
+
+def _roi_settings(roi_op):
+    """A detector's ``roi_op`` argument as its pooler's settings."""
+    return roi_pooler(roi_op or 'pool', 7, 1.).settings
 
 
 def start_preprocessing(checkpoint, record):

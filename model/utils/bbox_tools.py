@@ -10,6 +10,7 @@ numbers.
 """
 import numpy as np
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 
 def as_tensors(*arrays):
@@ -62,7 +63,8 @@ def loc2bbox(src_bbox, loc):
     """
     is_numpy, (src_bbox, loc) = as_tensors(src_bbox, loc)
     _check_rows(src_bbox, loc, 'loc2bbox', 'src_bbox', 'loc')
-    if src_bbox.shape[0] == 0:
+    # (guard_or_false: a recording that cannot tell decodes the general way)
+    if guard_or_false(src_bbox.shape[0] == 0):
         return as_output(is_numpy, loc.new_zeros((0, 4)))
     src_bbox = src_bbox.to(loc.dtype)
 

@@ -12,7 +12,6 @@ Three kinds of file hold a detector's weights:
   are one): weights only; the model keeps the settings it was built with.
 """
 import os
-import pickle
 
 import torch
 
@@ -74,17 +73,13 @@ def read_checkpoint(path):
     try:
         # Never weights_only=False: unpickling arbitrary objects runs code.
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        what = ('Python objects besides weights, which this library does '
-                'not load (save a state_dict instead)'
-                if 'Weights only load failed' in str(err) else
-                'something torch.load cannot read')
-        raise ValueError('{} is not a checkpoint: it holds {}'.format(
-            path, what)) from None
-    except Exception:
-        raise ValueError('{} is not a checkpoint: torch.load cannot read it '
-                         '(expected a file torch.save writes, as train.py\'s '
-                         'checkpoints)'.format(path)) from None
+    except Exception as err:
+        raise ValueError('{} is not a checkpoint: {}'.format(path, (
+            'it holds Python objects besides weights, which this library '
+            'does not load (save a state_dict instead)'
+            if 'Unsupported global' in str(err) else
+            'torch.load cannot read it (expected a file torch.save writes, '
+            "as train.py's checkpoints)"))) from None
     if not isinstance(state, dict):
         raise ValueError('checkpoint {} holds a {}, not the dict of weights '
                          'that torch.save(model.state_dict()) or train.py '

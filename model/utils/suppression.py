@@ -3,7 +3,7 @@
 Shape shorthand: R RoIs, L foreground classes, C candidates.
 """
 import torch
-from torchvision.ops import batched_nms, nms
+from torchvision import ops
 
 # One nms per class (the original's), or torchvision's batched_nms.
 SUPPRESSIONS = ('per_class', 'batched')
@@ -45,7 +45,7 @@ def suppress(cls_bbox, prob, score_thresh, nms_thresh, how='per_class',
         big = torch.where(size >= min_size)[0]
         bbox, score, label = bbox[big], score[big], label[big]
     if how == 'batched' or torch.compiler.is_exporting():
-        keep = _batched_nms(bbox, score, label, nms_thresh)
+        keep = batched_nms(bbox, score, label, nms_thresh)
     else:
         keep = per_class_nms(bbox, score, label, prob.shape[1] - 1,
                              nms_thresh)
@@ -88,11 +88,11 @@ def per_class_nms(bbox, score, label, n_class, nms_thresh):
     keep = [label[:0]]
     for l in range(n_class):
         index = torch.where(label == l)[0]
-        keep.append(index[nms(bbox[index], score[index], nms_thresh)])
+        keep.append(index[ops.nms(bbox[index], score[index], nms_thresh)])
     return torch.cat(keep)
 
 
-def _batched_nms(bbox, score, label, nms_thresh):
+def batched_nms(bbox, score, label, nms_thresh):
     """:func:`torchvision.ops.batched_nms`; in a torch.export recording its
     strategy for few boxes (one nms over boxes offset by class), which
     batched_nms would choose by the number of boxes, unknown there.
@@ -102,11 +102,11 @@ def _batched_nms(bbox, score, label, nms_thresh):
     promises at least two boxes kept.
     """
     if not torch.compiler.is_exporting():
-        return batched_nms(bbox, score, label, nms_thresh)
+        return ops.batched_nms(bbox, score, label, nms_thresh)
     n = bbox.shape[0]
     bbox = torch.cat((bbox, bbox.new_zeros((2, 4))))
     score = torch.cat((score, score.new_full((2,), -1.)))
     label = torch.cat((label, label.new_zeros((2,))))
     offset = label.to(bbox) * (bbox.max() + 1)
-    keep = nms(bbox + offset[:, None], score, nms_thresh)
+    keep = ops.nms(bbox + offset[:, None], score, nms_thresh)
     return keep[keep < n]
