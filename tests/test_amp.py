@@ -1,17 +1,19 @@
-"""Mixed precision: autocast on the networks' layers only, float32 for
-boxes, targets and losses; fp16's gradient scaler in the checkpoints; the
-default (amp=None) untouched (the seeded pins of test_trainer_losses)."""
+"""utils/amp.py: mixed precision. Autocast on the networks' layers only,
+float32 for boxes, targets and losses (model/utils/layers.py's
+full_precision), in the trainer's step and in predict; fp16's gradient
+scaler in the checkpoints; the default (amp=None) untouched (the seeded
+pins of test_trainer.py)."""
 import numpy as np
 import pytest
 import torch
 
+from conftest import (build_tiny_faster_rcnn, regression_batch,
+                      spread_tiny_faster_rcnn)
 from model import roi_head
-
-from conftest import build_tiny_faster_rcnn
 from model.utils.preprocess import preprocess
-from test_trainer_losses import regression_batch, tiny_model_for_regression
 from trainer import FasterRCNNTrainer
 from utils.amp import check_amp
+
 
 # bf16 keeps 8 bits of mantissa: a loss of about 1 moves by a few 1e-3
 # through the layers; the sampled targets may differ where rounding moves a
@@ -21,7 +23,7 @@ BF16_LOSS_TOLERANCE = 5e-2
 
 
 def one_step_losses(amp, seed=0):
-    model = tiny_model_for_regression(build_tiny_faster_rcnn)
+    model = spread_tiny_faster_rcnn()
     trainer = FasterRCNNTrainer(model, amp=amp)
     img, bbox, label = regression_batch()
     np.random.seed(seed)
@@ -40,7 +42,7 @@ def test_bf16_step_is_finite_and_close_to_fp32():
 
 
 def test_bf16_creators_and_roi_ops_see_float32(monkeypatch):
-    model = tiny_model_for_regression(build_tiny_faster_rcnn)
+    model = spread_tiny_faster_rcnn()
     trainer = FasterRCNNTrainer(model, amp='bf16')
     seen = {}
 
@@ -103,8 +105,7 @@ def test_fp16_scaler_state_is_saved_and_restored(tmp_path):
                         epoch=1, best_map=0.)
     assert torch.load(path)['scaler'] == state
 
-    restored = FasterRCNNTrainer(
-        tiny_model_for_regression(build_tiny_faster_rcnn), amp='fp16')
+    restored = FasterRCNNTrainer(spread_tiny_faster_rcnn(), amp='fp16')
     restored.load(path, resume=True)
     assert restored._scaler_state_dict() == state
     img, bbox, label = regression_batch()
@@ -136,11 +137,3 @@ def test_amp_none_is_the_default_and_bad_values_are_named():
     with pytest.raises(ValueError, match="amp must be None, 'bf16' or "
                                          "'fp16', got 'fp8'"):
         check_amp('fp8')
-
-
-def test_bad_amp_option_is_a_command_line_mistake():
-    import train
-    from utils.config import UsageError
-    with pytest.raises(UsageError, match="--amp must be None, 'bf16' or "
-                                         "'fp16', got 'fp8'"):
-        train.train(amp='fp8')

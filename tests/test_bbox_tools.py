@@ -1,5 +1,5 @@
-"""bbox tools: the anchor table, IoU, and the loc encoding, by hand and
-against the original design's numpy code."""
+"""model/utils/bbox_tools.py: the anchor table, IoU, and the loc encoding,
+by hand and against the original design's numpy code; bad shapes named."""
 import numpy as np
 import pytest
 import torch
@@ -247,3 +247,15 @@ def test_tensor_functions_do_not_modify_their_inputs():
     bbox_iou(src, dst)
     assert torch.equal(src, src0) and torch.equal(dst, dst0)
     assert torch.equal(loc, loc0)
+
+
+# ------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('function, names', [
+    (loc2bbox, 'src_bbox and loc'), (bbox2loc, 'src_bbox and dst_bbox')])
+def test_box_helpers_name_both_shapes(function, names):
+    with pytest.raises(ValueError) as info:
+        function(np.zeros((3, 4), np.float32), np.zeros((2, 4), np.float32))
+    assert str(info.value) == (
+        '{} needs {} with the same number of rows (one per box), got shapes '
+        '(3, 4) and (2, 4)'.format(function.__name__, names))

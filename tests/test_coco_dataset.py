@@ -1,44 +1,15 @@
+"""data/coco_dataset.py: COCOBboxDataset reads a COCO annotation file:
+boxes from [x, y, w, h] to (y_min, x_min, y_max, x_max), labels in the
+order of the sorted category ids, crowd regions, areas, sizes without
+reading an image; each malformed or missing part named in one line."""
 import json
 import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from conftest import COCO_CATEGORIES, coco_ann, write_coco
 from data.coco_dataset import COCOBboxDataset
-
-# Declared out of id order on purpose: labels follow the sorted ids.
-CATEGORIES = [{'id': 18, 'name': 'dog'}, {'id': 1, 'name': 'person'},
-              {'id': 3, 'name': 'car'}]
-
-
-def _ann(ann_id, img_id, cat_id, bbox, iscrowd=0):
-    return {'id': ann_id, 'image_id': img_id, 'category_id': cat_id,
-            'bbox': bbox, 'iscrowd': iscrowd, 'area': 1.0}
-
-
-def _write_coco(root, annotations, images=None, categories=CATEGORIES,
-                write_images=True):
-    """Writes ``root/ann.json`` and ``root/img/<file_name>``; returns both
-    paths. Images default to two: id 7 (48x64) and id 3 (20x30)."""
-    if images is None:
-        images = [
-            {'id': 7, 'file_name': 'a.jpg', 'height': 48, 'width': 64},
-            {'id': 3, 'file_name': 'sub/b.png', 'height': 20, 'width': 30}]
-    img_dir = os.path.join(str(root), 'img')
-    os.makedirs(img_dir, exist_ok=True)
-    if write_images:
-        for img in images:
-            path = os.path.join(img_dir, img['file_name'])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Image.new('RGB', (img['width'], img['height']),
-                      (10, 20, 30)).save(path)
-    ann_file = os.path.join(str(root), 'ann.json')
-    with open(ann_file, 'w') as f:
-        json.dump({'images': images, 'annotations': annotations,
-                   'categories': categories}, f)
-    return ann_file, img_dir
-
 
 def _message(excinfo):
     """The error's message, checked to be one line."""
@@ -48,9 +19,9 @@ def _message(excinfo):
 
 
 def test_boxes_are_converted_from_xywh_to_yx_min_max(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [
-        _ann(1, 7, 1, [10, 20, 30, 5]),
-        _ann(2, 7, 18, [0.5, 1.25, 2.5, 3.0])])
+    ann_file, img_dir = write_coco(tmp_path, [
+        coco_ann(1, 7, 1, [10, 20, 30, 5]),
+        coco_ann(2, 7, 18, [0.5, 1.25, 2.5, 3.0])])
     dataset = COCOBboxDataset(ann_file, img_dir)
     img, bbox, label, difficult = dataset[0]
     assert img.shape == (3, 48, 64) and img.dtype == np.float32
@@ -64,9 +35,9 @@ def test_boxes_are_converted_from_xywh_to_yx_min_max(tmp_path):
 
 
 def test_labels_follow_category_ids_sorted_and_keep_names(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [
-        _ann(1, 7, 18, [0, 0, 5, 5]), _ann(2, 7, 1, [0, 0, 5, 5]),
-        _ann(3, 7, 3, [0, 0, 5, 5])])
+    ann_file, img_dir = write_coco(tmp_path, [
+        coco_ann(1, 7, 18, [0, 0, 5, 5]), coco_ann(2, 7, 1, [0, 0, 5, 5]),
+        coco_ann(3, 7, 3, [0, 0, 5, 5])])
     dataset = COCOBboxDataset(ann_file, img_dir)
     assert dataset.label_names == ('person', 'car', 'dog')
     assert dataset.cat_ids == (1, 3, 18)
@@ -75,7 +46,7 @@ def test_labels_follow_category_ids_sorted_and_keep_names(tmp_path):
 
 
 def test_images_in_file_order_with_ids_and_sizes_from_the_json(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [_ann(1, 3, 1, [1, 2, 3, 4])])
+    ann_file, img_dir = write_coco(tmp_path, [coco_ann(1, 3, 1, [1, 2, 3, 4])])
     dataset = COCOBboxDataset(ann_file, img_dir)
     assert len(dataset) == 2
     assert dataset.ids == [7, 3]
@@ -87,8 +58,8 @@ def test_images_in_file_order_with_ids_and_sizes_from_the_json(tmp_path):
 
 
 def test_sizes_and_annotations_come_without_reading_images(tmp_path):
-    ann_file, img_dir = _write_coco(
-        tmp_path, [_ann(1, 7, 3, [1, 2, 3, 4])], write_images=False)
+    ann_file, img_dir = write_coco(
+        tmp_path, [coco_ann(1, 7, 3, [1, 2, 3, 4])], write_images=False)
     dataset = COCOBboxDataset(ann_file, img_dir)
     assert dataset.get_size(0) == (48, 64)
     bbox, label, _ = dataset.get_annotation(0)
@@ -97,7 +68,7 @@ def test_sizes_and_annotations_come_without_reading_images(tmp_path):
 
 
 def test_image_without_annotations_gives_empty_arrays(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [_ann(1, 7, 1, [0, 0, 5, 5])])
+    ann_file, img_dir = write_coco(tmp_path, [coco_ann(1, 7, 1, [0, 0, 5, 5])])
     img, bbox, label, difficult = COCOBboxDataset(ann_file, img_dir)[1]
     assert img.shape == (3, 20, 30)
     assert bbox.shape == (0, 4) and bbox.dtype == np.float32
@@ -106,9 +77,10 @@ def test_image_without_annotations_gives_empty_arrays(tmp_path):
 
 
 def test_crowd_regions_left_out_unless_use_difficult(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [
-        _ann(1, 7, 1, [0, 0, 5, 5]), _ann(2, 7, 3, [1, 1, 5, 5], iscrowd=1),
-        _ann(3, 7, 18, [2, 2, 5, 5])])
+    ann_file, img_dir = write_coco(tmp_path, [
+        coco_ann(1, 7, 1, [0, 0, 5, 5]),
+        coco_ann(2, 7, 3, [1, 1, 5, 5], iscrowd=1),
+        coco_ann(3, 7, 18, [2, 2, 5, 5])])
     _, bbox, label, difficult = COCOBboxDataset(ann_file, img_dir)[0]
     np.testing.assert_array_equal(label, [0, 2])
     np.testing.assert_array_equal(difficult, [False, False])
@@ -122,32 +94,34 @@ def test_crowd_regions_left_out_unless_use_difficult(tmp_path):
 
 
 def test_only_crowd_regions_give_empty_arrays(tmp_path):
-    ann_file, img_dir = _write_coco(
-        tmp_path, [_ann(1, 7, 1, [0, 0, 5, 5], iscrowd=1)])
+    ann_file, img_dir = write_coco(
+        tmp_path, [coco_ann(1, 7, 1, [0, 0, 5, 5], iscrowd=1)])
     _, bbox, label, difficult = COCOBboxDataset(ann_file, img_dir)[0]
     assert bbox.shape == (0, 4) and label.shape == (0,)
     assert difficult.shape == (0,)
 
 
 def test_zero_width_or_height_boxes_are_left_out(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [
-        _ann(1, 7, 1, [3, 4, 0, 5]), _ann(2, 7, 1, [3, 4, 5, 0]),
-        _ann(3, 7, 1, [3, 4, 0.25, 0.5])])
+    ann_file, img_dir = write_coco(tmp_path, [
+        coco_ann(1, 7, 1, [3, 4, 0, 5]), coco_ann(2, 7, 1, [3, 4, 5, 0]),
+        coco_ann(3, 7, 1, [3, 4, 0.25, 0.5])])
     _, bbox, _, _ = COCOBboxDataset(ann_file, img_dir, use_difficult=True)[0]
     # The tiny but positive box stays.
     np.testing.assert_array_equal(bbox, [[4, 3, 4.5, 3.25]])
 
 
 def test_areas_are_the_files_aligned_with_the_kept_objects(tmp_path):
-    anns = [_ann(1, 7, 1, [0, 0, 10, 20]), _ann(2, 7, 3, [5, 5, 4, 4], 1),
-            _ann(3, 7, 18, [1, 2, 3, 0]), _ann(4, 7, 18, [1, 2, 6, 5]),
-            _ann(5, 3, 1, [0, 0, 2, 2])]
+    anns = [coco_ann(1, 7, 1, [0, 0, 10, 20]),
+            coco_ann(2, 7, 3, [5, 5, 4, 4], 1),
+            coco_ann(3, 7, 18, [1, 2, 3, 0]),
+            coco_ann(4, 7, 18, [1, 2, 6, 5]),
+            coco_ann(5, 3, 1, [0, 0, 2, 2])]
     for ann, area in zip(anns, (150.5, 7.0, 0.0, None, 3)):
         if area is None:
             del ann['area']  # none in the file: the box's
         else:
             ann['area'] = area
-    ann_file, img_dir = _write_coco(tmp_path, anns)
+    ann_file, img_dir = write_coco(tmp_path, anns)
     dataset = COCOBboxDataset(ann_file, img_dir)
     # The crowd region and the zero-height box are left out.
     assert dataset.get_annotation(0)[1].tolist() == [0, 2]
@@ -161,9 +135,9 @@ def test_areas_are_the_files_aligned_with_the_kept_objects(tmp_path):
 
 
 def test_segmentations_are_not_kept(tmp_path):
-    ann = _ann(1, 7, 1, [0, 0, 10, 20])
+    ann = coco_ann(1, 7, 1, [0, 0, 10, 20])
     ann['segmentation'] = [[0, 0, 10, 0, 10, 20]]
-    ann_file, img_dir = _write_coco(tmp_path, [ann])
+    ann_file, img_dir = write_coco(tmp_path, [ann])
     dataset = COCOBboxDataset(ann_file, img_dir)
     np.testing.assert_array_equal(dataset.get_annotation(0)[0],
                                   [[0, 0, 20, 10]])
@@ -173,9 +147,9 @@ def test_segmentations_are_not_kept(tmp_path):
 
 @pytest.mark.parametrize('area', ['12', True, float('inf'), [3]])
 def test_an_area_that_is_not_a_number_is_named(tmp_path, area):
-    ann = _ann(4, 7, 1, [0, 0, 10, 20])
+    ann = coco_ann(4, 7, 1, [0, 0, 10, 20])
     ann['area'] = area
-    ann_file, img_dir = _write_coco(tmp_path, [ann])
+    ann_file, img_dir = write_coco(tmp_path, [ann])
     with pytest.raises(ValueError) as excinfo:
         COCOBboxDataset(ann_file, img_dir)
     assert _message(excinfo) == (
@@ -203,7 +177,7 @@ def test_invalid_json_is_named(tmp_path):
 
 @pytest.mark.parametrize('key', ['images', 'annotations', 'categories'])
 def test_missing_top_level_key_is_named(tmp_path, key):
-    ann_file, img_dir = _write_coco(tmp_path, [])
+    ann_file, img_dir = write_coco(tmp_path, [])
     with open(ann_file) as f:
         data = json.load(f)
     del data[key]
@@ -228,8 +202,8 @@ def test_json_that_is_not_an_object_is_named(tmp_path):
 
 
 def test_undeclared_category_names_the_id_and_the_image(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [
-        _ann(1, 7, 1, [0, 0, 5, 5]), _ann(41, 3, 99, [0, 0, 5, 5])])
+    ann_file, img_dir = write_coco(tmp_path, [
+        coco_ann(1, 7, 1, [0, 0, 5, 5]), coco_ann(41, 3, 99, [0, 0, 5, 5])])
     with pytest.raises(ValueError) as excinfo:
         COCOBboxDataset(ann_file, img_dir)
     assert _message(excinfo) == (
@@ -239,7 +213,7 @@ def test_undeclared_category_names_the_id_and_the_image(tmp_path):
 
 def test_negative_width_or_height_names_annotation_image_and_box(tmp_path):
     for box in ([1, 2, -3, 4], [1, 2, 3, -0.5]):
-        ann_file, img_dir = _write_coco(tmp_path, [_ann(5, 7, 3, box)])
+        ann_file, img_dir = write_coco(tmp_path, [coco_ann(5, 7, 3, box)])
         with pytest.raises(ValueError) as excinfo:
             COCOBboxDataset(ann_file, img_dir)
         assert _message(excinfo) == (
@@ -249,7 +223,8 @@ def test_negative_width_or_height_names_annotation_image_and_box(tmp_path):
 
 
 def test_annotation_of_an_unlisted_image_is_named(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [_ann(5, 12, 3, [0, 0, 1, 1])])
+    ann_file, img_dir = write_coco(tmp_path,
+                                   [coco_ann(5, 12, 3, [0, 0, 1, 1])])
     with pytest.raises(ValueError) as excinfo:
         COCOBboxDataset(ann_file, img_dir)
     assert _message(excinfo) == (
@@ -258,7 +233,7 @@ def test_annotation_of_an_unlisted_image_is_named(tmp_path):
 
 
 def test_malformed_bbox_is_named(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [_ann(5, 7, 3, [0, 0, 1])])
+    ann_file, img_dir = write_coco(tmp_path, [coco_ann(5, 7, 3, [0, 0, 1])])
     with pytest.raises(ValueError) as excinfo:
         COCOBboxDataset(ann_file, img_dir)
     assert _message(excinfo) == (
@@ -268,7 +243,7 @@ def test_malformed_bbox_is_named(tmp_path):
 
 
 def test_image_entry_without_size_is_named(tmp_path):
-    ann_file, img_dir = _write_coco(
+    ann_file, img_dir = write_coco(
         tmp_path, [], images=[{'id': 7, 'file_name': 'a.jpg'}],
         write_images=False)
     with pytest.raises(ValueError) as excinfo:
@@ -280,7 +255,7 @@ def test_image_entry_without_size_is_named(tmp_path):
 
 
 def test_missing_image_directory_is_named(tmp_path):
-    ann_file, _ = _write_coco(tmp_path, [])
+    ann_file, _ = write_coco(tmp_path, [])
     img_dir = str(tmp_path / 'elsewhere')
     with pytest.raises(FileNotFoundError) as excinfo:
         COCOBboxDataset(ann_file, img_dir)
@@ -290,7 +265,7 @@ def test_missing_image_directory_is_named(tmp_path):
 
 
 def test_missing_image_file_raises_when_read_and_in_check(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [_ann(1, 3, 1, [0, 0, 5, 5])])
+    ann_file, img_dir = write_coco(tmp_path, [coco_ann(1, 3, 1, [0, 0, 5, 5])])
     missing = os.path.join(img_dir, 'sub/b.png')
     os.remove(missing)
     dataset = COCOBboxDataset(ann_file, img_dir)
@@ -311,22 +286,22 @@ def test_missing_image_file_raises_when_read_and_in_check(tmp_path):
 
 
 def test_check_passes_when_every_image_exists(tmp_path):
-    ann_file, img_dir = _write_coco(tmp_path, [])
+    ann_file, img_dir = write_coco(tmp_path, [])
     assert COCOBboxDataset(ann_file, img_dir).check() is None
 
 
 def test_repeated_category_or_image_ids_are_named(tmp_path):
-    categories = CATEGORIES + [dict(CATEGORIES[0], name='again')]
-    ann_file, img_dir = _write_coco(tmp_path / 'c', [], categories=categories)
+    categories = COCO_CATEGORIES + [dict(COCO_CATEGORIES[0], name='again')]
+    ann_file, img_dir = write_coco(tmp_path / 'c', [], categories=categories)
     with pytest.raises(ValueError) as excinfo:
         COCOBboxDataset(ann_file, img_dir)
     assert _message(excinfo) == (
         'annotation file {}: category ids [{}] are declared more than once '
-        'in "categories"'.format(ann_file, CATEGORIES[0]['id']))
+        'in "categories"'.format(ann_file, COCO_CATEGORIES[0]['id']))
 
     images = [{'id': i, 'file_name': '{}.jpg'.format(n), 'height': 8,
                'width': 8} for n, i in enumerate([4, 9, 4, 2, 9])]
-    ann_file, img_dir = _write_coco(tmp_path / 'i', [], images=images)
+    ann_file, img_dir = write_coco(tmp_path / 'i', [], images=images)
     with pytest.raises(ValueError) as excinfo:
         COCOBboxDataset(ann_file, img_dir)
     assert _message(excinfo) == (

@@ -1,3 +1,7 @@
+"""utils/coco_eval.py: COCO's metric. AP at 101 recall points, IoU
+thresholds, area ranges and difficult (crowd) objects by hand; results in
+COCO's format; the numbers of pycocotools' COCOeval, exactly, on a user's
+file, on subsets of it, on random cases, and from a COCO dataset."""
 import contextlib
 import copy
 import io
@@ -8,8 +12,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from conftest import coco_ann, pycocotools_eval, write_coco
 from data.coco_dataset import COCOBboxDataset
-from test_coco_dataset import _ann, _write_coco
 from utils.coco_eval import (_cocoeval, _dets_of, eval_coco_results,
                              eval_detection_coco, load_coco_gt,
                              to_coco_results)
@@ -268,9 +272,9 @@ def test_results_of_a_coco_dataset_score_one_with_pycocotools_on_its_file(
         tmp_path):
     # The dataset's ids and cat_ids map its examples back to the file, as
     # read by pycocotools itself; the crowd region is ignored there too.
-    ann_file, img_dir = _write_coco(tmp_path, [
-        _ann(1, 7, 18, [10, 20, 30, 5]), _ann(2, 7, 1, [0, 0, 8, 9]),
-        _ann(3, 3, 3, [2, 2, 4, 4]), _ann(4, 3, 1, [0, 0, 20, 20], 1)])
+    ann_file, img_dir = write_coco(tmp_path, [
+        coco_ann(1, 7, 18, [10, 20, 30, 5]), coco_ann(2, 7, 1, [0, 0, 8, 9]),
+        coco_ann(3, 3, 3, [2, 2, 4, 4]), coco_ann(4, 3, 1, [0, 0, 20, 20], 1)])
     dataset = COCOBboxDataset(ann_file, img_dir)
     bboxes, labels = zip(*(dataset.get_annotation(i)[:2]
                            for i in range(len(dataset))))
@@ -289,33 +293,6 @@ def test_results_of_a_coco_dataset_score_one_with_pycocotools_on_its_file(
 
 
 # ------------------------------------------ pycocotools' numbers, exactly
-
-def _pycocotools(ann_file_or_dataset, results, image_ids=None):
-    """COCOeval as pycocotools' users run it, after evaluate, accumulate
-    and summarize."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        if isinstance(ann_file_or_dataset, dict):
-            coco_gt = COCO()
-            coco_gt.dataset = copy.deepcopy(ann_file_or_dataset)
-            coco_gt.createIndex()
-        else:
-            coco_gt = COCO(ann_file_or_dataset)
-        if results:
-            coco_dt = coco_gt.loadRes(copy.deepcopy(results))
-        else:  # loadRes cannot read an empty list
-            coco_dt = COCO()
-            coco_dt.dataset = {'images': coco_gt.dataset['images'],
-                               'annotations': [],
-                               'categories': coco_gt.dataset['categories']}
-            coco_dt.createIndex()
-        coco_eval = COCOeval(coco_gt, coco_dt, 'bbox')
-        if image_ids is not None:
-            coco_eval.params.imgIds = list(image_ids)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval
-
 
 # A user's file: category ids 3, 7 and 11 declared out of order; image ids
 # neither contiguous nor sorted; an image without objects; areas unlike the
@@ -386,7 +363,7 @@ def test_results_on_the_users_file_score_as_pycocotools(tmp_path):
     ann_file = _write_user_file(tmp_path)
     results = _user_results()
     result = eval_coco_results(ann_file, results)
-    coco_eval = _pycocotools(ann_file, results)
+    coco_eval = pycocotools_eval(ann_file, results)
     _assert_equal_to(result, coco_eval)
     # Every number is one that the case decides.
     assert 0 < result['map'] < result['ap50'] < 1
@@ -417,7 +394,7 @@ def test_the_files_areas_decide_the_sizes(tmp_path):
 def test_a_subset_of_the_images_scores_as_cocoeval_with_those_ids(tmp_path):
     ann_file = _write_user_file(tmp_path)
     result = eval_coco_results(ann_file, _user_results(), image_ids=[42, 5])
-    _assert_equal_to(result, _pycocotools(ann_file, _user_results(),
+    _assert_equal_to(result, pycocotools_eval(ann_file, _user_results(),
                                           image_ids=[42, 5]))
     assert result['map'] != eval_coco_results(ann_file,
                                               _user_results())['map']
@@ -426,7 +403,7 @@ def test_a_subset_of_the_images_scores_as_cocoeval_with_those_ids(tmp_path):
 def test_no_detection_at_all_scores_zero_as_cocoeval(tmp_path):
     ann_file = _write_user_file(tmp_path)
     result = eval_coco_results(ann_file, [])
-    _assert_equal_to(result, _pycocotools(ann_file, []))
+    _assert_equal_to(result, pycocotools_eval(ann_file, []))
     assert result['map'] == 0
     assert result['ap'].tolist() == [0, 0, 0]
 
@@ -464,7 +441,7 @@ def test_a_file_without_area_or_iscrowd_is_scored_by_the_boxes(tmp_path):
         load_coco_gt(_write_user_file(tmp_path, annotations)),
         _user_results())
     (tmp_path / 'complete').mkdir()
-    _assert_equal_to(result, _pycocotools(
+    _assert_equal_to(result, pycocotools_eval(
         _write_user_file(tmp_path / 'complete', complete), _user_results()))
 
 
@@ -522,7 +499,7 @@ def test_random_cases_give_cocoevals_arrays(seed):
     image_ids = None
     if seed % 3 == 0:
         image_ids = [img['id'] for img in dataset['images'][:8]]
-    coco_eval = _pycocotools(dataset, results, image_ids)
+    coco_eval = pycocotools_eval(dataset, results, image_ids)
     coco_gt = COCO()
     coco_gt.dataset = copy.deepcopy(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -561,7 +538,7 @@ def test_eval_detection_coco_is_cocoeval_on_the_same_file():
                 'score': float(np.float32(score))}
                for img_id, pred in enumerate(preds, 1)
                for box, label, score in pred]
-    coco_eval = _pycocotools({'images': images, 'annotations': annotations,
+    coco_eval = pycocotools_eval({'images': images, 'annotations': annotations,
                               'categories': [{'id': k} for k in (1, 2, 3)]},
                              results)
     _assert_equal_to(result, coco_eval)
@@ -588,5 +565,5 @@ def test_of_equal_ious_the_last_object_in_the_file_is_taken():
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt.createIndex()
     result = eval_coco_results(coco_gt, results)
-    _assert_equal_to(result, _pycocotools(dataset, results))
+    _assert_equal_to(result, pycocotools_eval(dataset, results))
     assert result['map'] == pytest.approx(0.7)

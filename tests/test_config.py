@@ -1,10 +1,12 @@
-"""Config: the original defaults, option parsing, the state dict, the
-changed options and the help text."""
+"""utils/config.py: Config's original defaults, option parsing (an unknown
+option named with the closest), the state dict, the changed options and the
+help text."""
 import os
 
 import pytest
 
-from utils.config import Config, changed_options, option_help, usage
+from utils.config import (Config, UsageError, changed_options, option_help,
+                          usage)
 
 SPEC_DEFAULTS = {
     'voc_data_dir': '/dataset/PASCAL2007/VOC2007/',
@@ -114,3 +116,17 @@ def test_a_subclass_keeps_the_base_options():
     state = ToyConfig()._state_dict()
     assert state['toy_size'] == 256
     assert state['lr'] == 1e-3
+
+
+def test_mistyped_option_suggests_the_closest():
+    with pytest.raises(UsageError) as info:
+        Config()._parse(dict(epochs=3))
+    message = str(info.value)
+    assert message.startswith('Unknown option "--epochs"; did you mean '
+                              '"--epoch"? Valid options are: ')
+    assert '--use_chainer' not in message and '--debug_file' not in message
+
+
+def test_default_workers_do_not_exceed_the_cores():
+    assert Config().num_workers <= os.cpu_count()
+    assert Config().test_num_workers <= os.cpu_count()

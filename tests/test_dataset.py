@@ -1,14 +1,18 @@
+"""data/dataset.py: Dataset (the training transform: resize, normalize,
+flip the image and its boxes) and TestDataset (boxes kept in the image's
+pixels), on generated VOC-layout data and on any ready db (a COCO one),
+through a DataLoader with workers."""
 import random
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torchvision import transforms
 
+from conftest import random_image
+from data.coco_dataset import COCOBboxDataset
 from data.dataset import TestDataset as VOCTestDataset  # not a test class
-from data.dataset import (Dataset, Transform, inverse_normalize,
-                          preprocess)
+from data.dataset import Dataset, Transform, preprocess
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
 from data.util import flip_bbox
 from data.voc_dataset import VOCBboxDataset
@@ -25,70 +29,11 @@ def _opt(voc_dir, min_size=256, max_size=512, caffe_pretrain=False):
                            max_size=max_size, caffe_pretrain=caffe_pretrain)
 
 
-def _random_image(H, W, seed=0):
-    return np.random.RandomState(seed).uniform(
-        0, 255, (3, H, W)).astype(np.float32)
-
-
-@pytest.mark.parametrize('in_size, out_size', [
-    ((375, 500), (600, 800)),     # VOC landscape: shorter side to 600
-    ((500, 375), (800, 600)),     # portrait
-    ((100, 100), (600, 600)),     # square, enlarged
-    ((300, 1000), (300, 1000)),   # very wide: longer side capped at 1000
-    ((1200, 400), (1000, 333)),   # very tall: longer side capped, rounded
-    ((600, 1000), (600, 1000)),   # already at both limits
-])
-def test_preprocess_600_1000_rule(in_size, out_size):
-    out = preprocess(_random_image(*in_size))
-    assert out.shape == (3,) + out_size
-    assert out.dtype == np.float32
-
-
-def test_preprocess_own_limits():
-    out = preprocess(_random_image(120, 200), min_size=240, max_size=300)
-    assert out.shape == (3, 180, 300)
-
-
-def test_torchvision_normalization_matches_torchvision():
-    img = _random_image(60, 80)
-    out = preprocess(img, min_size=60, max_size=80)  # scale 1
-    normalize = transforms.Normalize(mean=[0.485, 0.456, 0.406],
-                                     std=[0.229, 0.224, 0.225])
-    expected = normalize(torch.from_numpy(img / 255.)).numpy()
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_caffe_normalization_is_bgr_0_255_minus_mean():
-    img = np.empty((3, 60, 80), dtype=np.float32)
-    img[0], img[1], img[2] = 200, 100, 50  # R, G, B
-    out = preprocess(img, min_size=60, max_size=80, caffe_pretrain=True)
-    np.testing.assert_allclose(out[0], 50 - 122.7717, atol=1e-3)
-    np.testing.assert_allclose(out[1], 100 - 115.9465, atol=1e-3)
-    np.testing.assert_allclose(out[2], 200 - 102.9801, atol=1e-3)
-
-
-def test_inverse_normalize_caffe_is_exact():
-    img = _random_image(60, 80)
-    out = inverse_normalize(
-        preprocess(img, min_size=60, max_size=80, caffe_pretrain=True),
-        caffe_pretrain=True)
-    np.testing.assert_allclose(out, img, atol=1e-3)
-
-
-def test_inverse_normalize_torchvision_is_the_original_approximation():
-    img = _random_image(60, 80)
-    normalized = preprocess(img, min_size=60, max_size=80)
-    out = inverse_normalize(normalized)
-    np.testing.assert_allclose(
-        out, (normalized * 0.225 + 0.45).clip(0, 1) * 255, rtol=1e-6)
-    # One mean and std for all channels: off by at most ~0.044 * 255.
-    np.testing.assert_allclose(out, img, atol=12)
-    assert out.min() >= 0 and out.max() <= 255
-
+# ------------------------------------------------------------- Transform
 
 @pytest.mark.parametrize('caffe_pretrain', [False, True])
 def test_transform_resizes_and_flips_boxes_with_the_image(caffe_pretrain):
-    img = _random_image(50, 100)
+    img = random_image(50, 100)
     bbox = np.array([[10, 20, 30, 60], [0, 0, 50, 100]], dtype=np.float32)
     label = np.array([1, 3], dtype=np.int32)
     transform = Transform(100, 400, caffe_pretrain=caffe_pretrain)
@@ -108,6 +53,24 @@ def test_transform_resizes_and_flips_boxes_with_the_image(caffe_pretrain):
         flips.add(x_flip)
     assert flips == {False, True}
 
+
+def test_transform_scale_is_the_height_ratio():
+    # 37 x 53 to min_size 20: o_H = 20, o_W = round(28.65) = 29, so the
+    # height ratio 20 / 37 differs from the width ratio 29 / 53
+    H, W = 37, 53
+    img = np.random.RandomState(0).uniform(0, 255, (3, H, W))
+    bbox = np.array([[1., 2., 30., 40.]], dtype=np.float32)
+    label = np.array([0], dtype=np.int32)
+    np.random.seed(0)
+    out_img, _, _, scale = Transform(20, 1000)((img.astype(np.float32),
+                                                bbox, label))
+    _, o_H, o_W = out_img.shape
+    assert (o_H, o_W) == (20, 29)
+    assert o_H / H != o_W / W
+    assert scale == o_H / H
+
+
+# ----------------------------------------------- Dataset and TestDataset
 
 def test_dataset_items(voc_dir):
     dataset = Dataset(_opt(voc_dir), label_names=TOY_LABEL_NAMES)
@@ -175,3 +138,17 @@ def test_datasets_on_images_without_objects(tmp_path):
         _opt(voc_dir), label_names=TOY_LABEL_NAMES)[0]
     assert bbox.shape == (0, 4) and label.shape == (0,)
     assert difficult.shape == (0,)
+
+
+def test_datasets_take_a_ready_db(coco_data):
+    """Dataset and TestDataset wrap any db with get_example and len (here
+    a COCO one, without opt.data saying so)."""
+    opt = SimpleNamespace(voc_data_dir='nowhere', min_size=128,
+                          max_size=128, caffe_pretrain=False)
+    db = COCOBboxDataset(coco_data['test_ann'], coco_data['img_dir'])
+    img, bbox, label, scale = Dataset(opt, db=db)[0]
+    assert img.shape == (3, 128, 128) and scale == 0.5  # 256 px images
+    assert Dataset(opt, db=db).db is db and len(Dataset(opt, db=db)) == 3
+    img, size, bbox, label, difficult = VOCTestDataset(opt, db=db)[0]
+    assert img.shape == (3, 128, 128) and tuple(size) == (256, 256)
+    np.testing.assert_array_equal(bbox, db.get_example(0)[1])

@@ -1,11 +1,11 @@
-"""Several processes: two gloo processes started here step together as one
-process steps on both their images, a non-finite loss stops both, their
-evaluation equals one process's; command-line mistakes; and (slow) short
+"""utils/distributed.py: several processes. Two gloo processes started here
+step together as one process steps on both their images, a non-finite loss
+stops both, their evaluation equals one process's; what torchrun's
+environment asks for that this machine or data cannot give; and short
 torchrun runs of train.py."""
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -15,12 +15,11 @@ from torch import multiprocessing as mp
 from torch.utils.data import DataLoader
 
 import train
-from conftest import (ROOT_DIR, build_tiny_faster_rcnn, free_port,
-                      sigterm_once_under_way)
+from conftest import (ROOT_DIR, build_tiny_faster_rcnn, quick_train_options,
+                      sigterm_once_under_way, toy_model, toy_options)
 from data.dataset import TestDataset as VOCTestDataset  # not a test class
 from data.sampler import collate_test, eval_batches
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
-from model.faster_rcnn_toy import FasterRCNNToy
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import distributed
@@ -116,6 +115,7 @@ def _nan_loss_in_rank_1(trainer, rank):
     trainer.forward = nan_in_rank_1
 
 
+@pytest.mark.slow  # trains: two processes, two steps each
 def test_two_processes_step_as_one_on_both_their_images(tmp_path):
     ranks = _spawn(_ddp_worker, tmp_path)
     # bitwise the same weights in both processes after each step
@@ -159,19 +159,6 @@ def test_two_processes_step_as_one_on_both_their_images(tmp_path):
 
 # ------------------------------------------------- evaluation, shared
 
-def toy_options(data_dir):
-    return types.SimpleNamespace(voc_data_dir=data_dir, min_size=128,
-                                 max_size=128, caffe_pretrain=False)
-
-
-def toy_model():
-    torch.manual_seed(0)
-    model = FasterRCNNToy(n_fg_class=len(TOY_LABEL_NAMES), min_size=128,
-                          max_size=128)
-    model.score_thresh = 0.  # many detections, so that the AP bites
-    return model
-
-
 def _eval_worker(rank, init_file, out_dir, data_dir, n_test):
     _init(rank, init_file)
     testset = VOCTestDataset(toy_options(data_dir), label_names=TOY_LABEL_NAMES)
@@ -197,7 +184,7 @@ def test_shared_evaluation_equals_one_process(tmp_path):
         np.testing.assert_array_equal(got['ap'], want['ap'])
 
 
-# ------------------------------------------------ command-line mistakes
+# ------------------------------------------------ mistakes, named
 
 def test_more_cuda_processes_than_gpus_is_a_usage_error(monkeypatch):
     for key, value in dict(WORLD_SIZE='4', LOCAL_WORLD_SIZE='4',
@@ -214,46 +201,15 @@ def test_more_cuda_processes_than_gpus_is_a_usage_error(monkeypatch):
     assert not dist.is_initialized()
 
 
-@pytest.fixture
-def tiny_data(tmp_path):
-    return generate_voc(str(tmp_path / 'tiny_voc'), n_images=4, seed=2)
-
-
-def _options(data_dir, out_dir, **kwargs):
-    options = dict(data='toy', voc_data_dir=str(data_dir),
-                   out_dir=str(out_dir), seed=0, num_workers=0,
-                   test_num_workers=0, port=free_port(), device='cpu',
-                   epoch=1)
-    options.update(kwargs)
-    return options
-
-
-@pytest.mark.parametrize('option, value', [
-    ('batch_size', 0), ('batch_size', 2.5), ('test_batch_size', -1),
-    ('size_divisible', 0), ('batch_size', True)])
-def test_a_batch_size_below_1_is_a_usage_error(tmp_path, option, value):
-    with pytest.raises(UsageError, match='--{} must be a whole number >= 1, '
-                       'got {!r}'.format(option.replace('_', '-'), value)):
-        train.train(**_options(tmp_path / 'none', tmp_path / 'ck',
-                               **{option: value}))
-
-
 def test_a_training_set_smaller_than_the_processes_is_a_usage_error(
-        tiny_data, tmp_path, monkeypatch):
+        four_image_data, tmp_path, monkeypatch):
     # as four processes see it, up to the check (nothing else collective)
     monkeypatch.setattr(distributed, 'world_size', lambda: 4)
     monkeypatch.setattr(distributed, 'barrier', lambda: None)
     with pytest.raises(UsageError, match='the training set has 3 images, '
                                          'fewer than the 4 processes'):
-        train.train(**_options(tiny_data, tmp_path / 'ck'))
-
-
-def test_train_on_batches_of_two(tiny_data, tmp_path):
-    train.train(**_options(tiny_data, tmp_path / 'ck', batch_size=2,
-                           test_batch_size=3))
-    last = torch.load(str(tmp_path / 'ck' / 'last.pth'), weights_only=False)
-    assert last['n_step'] == 2  # 3 training images: batches of 2 and 1
-    assert last['config']['batch_size'] == 2
+        train.train(**quick_train_options(four_image_data, tmp_path / 'ck',
+                                          epoch=1))
 
 
 # ---------------------------------------------------- torchrun, slow
@@ -261,9 +217,9 @@ def test_train_on_batches_of_two(tiny_data, tmp_path):
 def _torchrun(data_dir, out_dir, *extra):
     return [sys.executable, '-m', 'torch.distributed.run', '--standalone',
             '--nproc_per_node=2', 'train.py', 'train'] + [
-        '--{}={}'.format(k, v) for k, v in _options(
-            data_dir, out_dir, batch_size=2, test_batch_size=2).items()] + list(
-        extra)
+        '--{}={}'.format(k, v) for k, v in quick_train_options(
+            data_dir, out_dir, epoch=1, batch_size=2,
+            test_batch_size=2).items()] + list(extra)
 
 
 @pytest.mark.slow
@@ -275,7 +231,8 @@ def test_torchrun_trains_resumes_and_writes_once(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count('Best voc07 mAP') == 1  # rank 0 alone prints
-    assert run.stdout.count('======user config========') == 1
+    assert sum(line.startswith('options: ')
+               for line in run.stdout.splitlines()) == 1
     for name in ('best.pth', 'last.pth', 'predictions.png'):
         assert os.path.getsize(str(out / name)) > 0
     last = torch.load(str(out / 'last.pth'), weights_only=False)

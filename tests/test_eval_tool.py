@@ -1,3 +1,7 @@
+"""utils/eval_tool.py: the VOC metric (eval_detection_voc, 11-point and
+area AP) by hand (difficult objects, duplicates, IoU on inclusive pixels,
+classes without ground truth), bad input named, and bit for bit the
+original design's code on random cases."""
 import numpy as np
 import pytest
 import torch

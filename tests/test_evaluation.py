@@ -1,23 +1,18 @@
-"""utils.evaluation: the stop check evaluate is given, test_num, the
-collected detections, and a COCO-format test set scored as pycocotools
-scores its file."""
-import contextlib
-import io
+"""utils/evaluation.py: the stop check evaluate is given, test_num, the
+collected detections, each metric's numbers (score_detections), and a
+COCO-format test set scored as pycocotools scores its file."""
 import json
 import types
 
 import numpy as np
 import pytest
-from PIL import Image
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader
 
+from conftest import pycocotools_eval, toy_model, toy_options, write_coco
 from data import dataset
 from data.coco_dataset import COCOBboxDataset
 from data.sampler import collate_test, eval_batches
 from data.synthetic import TOY_LABEL_NAMES, generate_voc
-from test_distributed import toy_model, toy_options
 from utils import evaluation
 from utils.coco_eval import eval_detection_coco, to_coco_results
 from utils.eval_tool import eval_detection_voc
@@ -66,6 +61,27 @@ def test_test_num_scores_the_first_images_only(testset):
         want['map']
 
 
+def test_score_detections_by_metric():
+    """One image, two objects of one class; a false positive ranked first,
+    then one object found exactly, the other missed: precision 0 then 1/2,
+    recall 0 then 1/2."""
+    gt_bbox = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=np.float32)
+    pred_bbox = np.array([[50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
+    arrays = ([pred_bbox], [np.array([0, 0])], [np.array([0.9, 0.8])],
+              [gt_bbox], [np.array([0, 0])], [np.array([False, False])])
+    # VOC07: 11 recall points 0, 0.1, ..., 1; precision 1/2 up to 0.5.
+    assert score_detections('voc07', *arrays)['map'] == pytest.approx(
+        6 * 0.5 / 11)
+    # VOC area: recall 1/2 at precision 1/2.
+    assert score_detections('voc', *arrays)['map'] == pytest.approx(
+        0.25)
+    # COCO: 101 recall points 0, 0.01, ..., 1, the same at every IoU
+    # threshold (the found box is exact).
+    result = score_detections('coco', *arrays)
+    assert result['map'] == pytest.approx(51 * 0.5 / 101)
+    assert result['ap50'] == result['ap75'] == pytest.approx(result['map'])
+
+
 # ----------------------------------------- a COCO-format test set, exactly
 
 # Category ids 3, 7 and 11 (labels 0, 1, 2), image ids out of order, an
@@ -94,24 +110,17 @@ PREDICTIONS = {
 
 @pytest.fixture
 def coco_testset(tmp_path):
-    img_dir = tmp_path / 'img'
-    img_dir.mkdir()
-    images = []
-    for img_id, name, H, W in COCO_IMAGES:
-        Image.new('RGB', (W, H), (90, 120, 30)).save(str(img_dir / name))
-        images.append({'id': img_id, 'file_name': name, 'height': H,
-                       'width': W})
+    images = [{'id': img_id, 'file_name': name, 'height': H, 'width': W}
+              for img_id, name, H, W in COCO_IMAGES]
     annotations = [{'id': 500 + n, 'image_id': img, 'category_id': cat,
                     'bbox': bbox, 'area': area, 'iscrowd': crowd}
                    for n, (img, cat, bbox, area, crowd)
                    in enumerate(COCO_OBJECTS)]
-    ann_file = str(tmp_path / 'test.json')
-    with open(ann_file, 'w') as f:
-        json.dump({'images': images, 'annotations': annotations,
-                   'categories': [{'id': 11, 'name': 'bird'},
-                                  {'id': 3, 'name': 'cat'},
-                                  {'id': 7, 'name': 'dog'}]}, f)
-    db = COCOBboxDataset(ann_file, str(img_dir), use_difficult=True)
+    ann_file, img_dir = write_coco(
+        tmp_path, annotations, images=images,
+        categories=[{'id': 11, 'name': 'bird'}, {'id': 3, 'name': 'cat'},
+                    {'id': 7, 'name': 'dog'}])
+    db = COCOBboxDataset(ann_file, img_dir, use_difficult=True)
     opt = types.SimpleNamespace(min_size=64, max_size=64,
                                 caffe_pretrain=False)
     return dataset.TestDataset(opt, db=db)
@@ -126,18 +135,6 @@ class ScriptedDetector:
         return ([np.array(bbox, np.float32) for bbox, _, _ in out],
                 [np.array(label, np.int32) for _, label, _ in out],
                 [np.array(score, np.float32) for _, _, score in out])
-
-
-def _pycocotools(ann_file, results_file, image_ids=None):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(ann_file)
-        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(results_file), 'bbox')
-        if image_ids is not None:
-            coco_eval.params.imgIds = image_ids
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return list(coco_eval.stats)
 
 
 def _detections_json(testset, tmp_path, n=None):
@@ -163,8 +160,9 @@ def test_coco_metric_on_a_coco_test_set_is_pycocotools_on_its_file(
         coco_testset, tmp_path):
     result = evaluate(DataLoader(coco_testset, batch_size=1),
                       ScriptedDetector(), metric='coco')
-    want = _pycocotools(coco_testset.db.ann_file,
-                        _detections_json(coco_testset, tmp_path))
+    want = list(pycocotools_eval(
+        coco_testset.db.ann_file,
+        _detections_json(coco_testset, tmp_path)).stats)
     assert list(result['stats']) == want
     assert [result[key] for key in STAT_KEYS] == want[:6]
     assert 0 < result['map'] < 1 and result['ap_small'] > 0
@@ -184,9 +182,10 @@ def test_test_num_scores_the_first_images_of_the_file(coco_testset,
                                                        tmp_path):
     result = evaluate(DataLoader(coco_testset, batch_size=1),
                       ScriptedDetector(), test_num=2, metric='coco')
-    want = _pycocotools(coco_testset.db.ann_file,
-                        _detections_json(coco_testset, tmp_path, n=2),
-                        image_ids=[42, 5])
+    want = list(pycocotools_eval(
+        coco_testset.db.ann_file,
+        _detections_json(coco_testset, tmp_path, n=2),
+        image_ids=[42, 5]).stats)
     assert list(result['stats']) == want
 
 

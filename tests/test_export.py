@@ -1,4 +1,4 @@
-"""model.export: the recorded inference path gives predict's detections.
+"""model/export.py: the recorded inference path gives predict's detections.
 
 The toy detector with random weights (seeded) scores every class near
 1/4; its class scores are spread (a wider init of the score layer) and
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_image
 from model import FasterRCNNToy
 from model.export import (ExportableFasterRCNN, example_inputs,
                           export_onnx, export_program, main, to_onnx)
@@ -37,11 +38,6 @@ def _toy(roi_op='pool'):
 @pytest.fixture(scope='module')
 def faster_rcnn():
     return _toy()
-
-
-def _image(size, seed):
-    rng = np.random.RandomState(seed)
-    return rng.uniform(0, 255, (3,) + size).astype(np.float32)
 
 
 def _inputs(faster_rcnn, img):
@@ -79,7 +75,7 @@ def _run_torch(module, x, size):
 @pytest.mark.parametrize('size', SIZES)
 def test_module_equals_predict(faster_rcnn, size):
     module = ExportableFasterRCNN(faster_rcnn, score_thresh=SCORE_THRESH)
-    x, size = _inputs(faster_rcnn, _image(size, 1))
+    x, size = _inputs(faster_rcnn, random_image(*size, seed=1))
     expected = _predict(faster_rcnn, x, size)
     assert len(expected[1]) >= 20
     assert set(expected[1]) == {0, 1, 2}  # the class grouping is exercised
@@ -134,6 +130,7 @@ def _numpy(detections):
     return bbox, label.astype(np.int32), score
 
 
+@pytest.mark.slow  # exports (torch.export and ONNX)
 def test_recorded_suppress_keeps_the_order_of_ties(tmp_path):
     """The recorded suppression (one nms over boxes offset by class) keeps
     what the per-class default keeps on integer boxes (no IoU within float
@@ -165,25 +162,28 @@ def program(faster_rcnn):
     return export_program(faster_rcnn, score_thresh=SCORE_THRESH)
 
 
+@pytest.mark.slow  # exports (torch.export)
 @pytest.mark.parametrize('size', SIZES)
 def test_torch_export_equals_predict(faster_rcnn, program, size):
-    x, size = _inputs(faster_rcnn, _image(size, 2))
+    x, size = _inputs(faster_rcnn, random_image(*size, seed=2))
     _assert_same(_predict(faster_rcnn, x, size),
                  _run_torch(program.module(), x, size))
 
 
+@pytest.mark.slow  # exports (torch.export)
 def test_torch_export_of_twenty_classes(make_tiny_faster_rcnn):
     """Up to 300 RoIs x 20 classes: more candidates than batched_nms's size
     threshold, which a recording cannot decide."""
     model = make_tiny_faster_rcnn(n_fg_class=20).eval()
     program = export_program(model)
     for seed, size in enumerate([(60, 100), (130, 70)]):
-        x, size = _inputs(model, _image(size, 7 + seed))
+        x, size = _inputs(model, random_image(*size, seed=7 + seed))
         expected = _predict(model, x, size, model.score_thresh)
         assert len(expected[1]) >= 20
         _assert_same(expected, _run_torch(program.module(), x, size))
 
 
+@pytest.mark.slow  # exports (torch.export)
 def test_export_restores_mode(faster_rcnn):
     faster_rcnn.train()
     try:
@@ -201,12 +201,13 @@ def _candidate_scores(faster_rcnn, x, size):
     return torch.softmax(roi_score, dim=1)[:, 1:].reshape(-1).numpy()
 
 
+@pytest.mark.slow  # exports (torch.export)
 @pytest.mark.parametrize('n_above', [0, 1])
 def test_torch_export_keeps_zero_or_one_detection(faster_rcnn, n_above):
     """torchvision's shape rule for nms promises two boxes kept; the
     recorded program still runs with none or one above the threshold. The
     threshold is a candidate's own score, which is not kept (> only)."""
-    x, size = _inputs(faster_rcnn, _image(SIZES[0], 3))
+    x, size = _inputs(faster_rcnn, random_image(*SIZES[0], seed=3))
     scores = np.sort(_candidate_scores(faster_rcnn, x, size))[::-1]
     assert scores[n_above] < scores[max(n_above - 1, 0)] or n_above == 0
     score_thresh = float(scores[n_above])
@@ -216,7 +217,7 @@ def test_torch_export_keeps_zero_or_one_detection(faster_rcnn, n_above):
     _assert_same(expected, _run_torch(program.module(), x, size))
 
 
-@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
+@pytest.mark.slow  # exports (ONNX)
 @pytest.mark.parametrize('roi_op', ['pool', 'align'])
 def test_onnx_equals_predict(roi_op, tmp_path):
     """One ONNX file, two image sizes, onnxruntime against predict; RoI
@@ -236,13 +237,14 @@ def test_onnx_equals_predict(roi_op, tmp_path):
     assert ([o.name for o in session.get_outputs()]
             == ['bbox', 'label', 'score'])
     for seed, size in enumerate(SIZES):
-        x, size = _inputs(faster_rcnn, _image(size, 4 + seed))
+        x, size = _inputs(faster_rcnn, random_image(*size, seed=4 + seed))
         expected = _predict(faster_rcnn, x, size)
         assert len(expected[1]) >= 20
         _assert_same(expected, session.run(None, {'image': x[None],
                                                   'size': size}))
 
 
+@pytest.mark.slow  # exports (torch.export)
 def test_command_writes_a_program(faster_rcnn, tmp_path, capsys):
     from trainer import FasterRCNNTrainer
     checkpoint = FasterRCNNTrainer(
@@ -259,7 +261,7 @@ def test_command_writes_a_program(faster_rcnn, tmp_path, capsys):
         'resize': '"skimage"', 'size_divisible': '1',
         'score_thresh': '0.3', 'nms_thresh': '0.3',
         'label_names': '["a", "b", "c"]'}
-    x, size = _inputs(faster_rcnn, _image(SIZES[1], 6))
+    x, size = _inputs(faster_rcnn, random_image(*SIZES[1], seed=6))
     _assert_same(_predict(faster_rcnn, x, size),
                  _run_torch(program.module(), x, size))
 

@@ -1,20 +1,29 @@
-"""FasterRCNN composed from a tiny extractor, the real RPN and a tiny head:
-forward, predict in both modes, settings in the state dict, bad input, and a
-training step through FasterRCNNTrainer."""
+"""model/faster_rcnn.py: FasterRCNN composed from a tiny extractor, the
+real RPN and a tiny head: forward, predict in both modes (one image and
+batches), the score threshold at its boundary, settings in the state dict,
+the optimizer, and bad input (a detector composed wrongly, images the
+network cannot take) named in one sentence."""
 import inspect
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import nms
 
 import model.faster_rcnn as faster_rcnn_module
+from conftest import (TinyExtractor, TinyHead, build_tiny_faster_rcnn,
+                      normal_image, spread_tiny_faster_rcnn, tiny_batch)
 from reference import original as ref
 from data.dataset import preprocess
-from trainer import FasterRCNNTrainer, LossTuple
+from model import FasterRCNN, RegionProposalNetwork
+from trainer import FasterRCNNTrainer
+
 
 N_FG_CLASS = 3
+
+
 N_CLASS = N_FG_CLASS + 1
 
 
@@ -48,7 +57,7 @@ def check_detections(bboxes, labels, scores, sizes, score_thresh=0.):
         assert (bbox[:, 2:] >= bbox[:, :2]).all()
 
 
-# ----------------------------------------------------------------- forward
+# --------------------------------------------------------------- forward
 
 @pytest.mark.parametrize('n', [1, 2])
 def test_forward_shapes(make_tiny_faster_rcnn, device, n):
@@ -76,7 +85,25 @@ def test_forward_rejects_an_image_smaller_than_one_stride(
         model(torch.zeros(1, 3, 8, 64))
 
 
-# ----------------------------------------------------------------- predict
+def test_forward_proposes_within_each_images_own_size():
+    model = spread_tiny_faster_rcnn()
+    model.eval()
+    imgs = torch.zeros(2, 3, 128, 160)
+    imgs[0] = normal_image(0)
+    imgs[1, :, :64, :96] = normal_image(1, 64, 96)
+    with torch.no_grad():
+        _, _, rois, roi_indices = model(imgs, scale=[1., 2.],
+                                        img_sizes=[(128, 160), (64, 96)])
+    small = rois[roi_indices == 1]
+    assert len(small) and (small[:, 2] <= 64).all() and (
+        small[:, 3] <= 96).all()
+    # min_size (16) times the image's own scale (2)
+    assert ((small[:, 2] - small[:, 0]) >= 32).all()
+    assert ((small[:, 3] - small[:, 1]) >= 32).all()
+    assert (rois[roi_indices == 0][:, 2] > 64).any()
+
+
+# --------------------------------------------------------------- predict
 
 def test_predict_visualize_takes_raw_images_of_different_sizes(
         make_tiny_faster_rcnn, device):
@@ -270,7 +297,85 @@ def test_use_preset(make_tiny_faster_rcnn):
     assert model.preset == 'visualize'
 
 
-# --------------------------------------------------------------- bad input
+def test_predict_keeps_thresholds_set_by_hand(make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    model.score_thresh, model.nms_thresh = 0.2, 0.5
+    img = np.zeros((3, 64, 64), np.float32)
+    model.predict([img], sizes=[(64, 64)])
+    model.predict([img * 255], visualize=True)
+    assert (model.score_thresh, model.nms_thresh) == (0.2, 0.5)
+    assert model.preset == 'evaluate'
+
+
+def test_predict_keeps_scores_strictly_above_score_thresh(
+        make_tiny_faster_rcnn):
+    model = make_tiny_faster_rcnn()
+    img = torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(0))
+    img = (img - 0.5) / 0.25
+
+    def predict(score_thresh):
+        model.score_thresh = score_thresh  # predict resets it afterwards
+        bboxes, labels, scores = model.predict([img], sizes=[(64, 96)])
+        return bboxes[0], labels[0], scores[0]
+
+    bbox, label, score = predict(0.)
+    assert len(score) >= 3
+    s = np.sort(score)[len(score) // 2]  # a middle score, float32
+    bbox2, label2, score2 = predict(float(s))
+    # a detection scoring exactly score_thresh is dropped, higher ones stay
+    above = score > s
+    assert (score == s).any() and not (score2 == s).any()
+    np.testing.assert_array_equal(score2, score[above])
+    np.testing.assert_array_equal(label2, label[above])
+    np.testing.assert_array_equal(bbox2, bbox[above])
+
+
+# ------------------------------------------------------- batched predict
+
+def preprocessed(model, seed, h, w):
+    rng = np.random.RandomState(seed)
+    raw = rng.uniform(0, 255, (3, h, w)).astype(np.float32)
+    return model._prepare(raw, 0), (h, w)
+
+
+def test_batched_predict_equals_one_image_calls():
+    model = spread_tiny_faster_rcnn(seed=1)
+    model.min_size, model.max_size = 96, 160
+    model.score_thresh = 0.  # keep many boxes, so that the test bites
+    # three sizes, two images of one of them, and one scaled differently
+    pairs = [preprocessed(model, 0, 60, 80), preprocessed(model, 1, 90, 70),
+             preprocessed(model, 2, 60, 80), preprocessed(model, 3, 120, 160),
+             preprocessed(model, 4, 96, 96)]
+    imgs, sizes = zip(*pairs)
+    assert imgs[0].shape == imgs[2].shape == imgs[3].shape
+    batched = model.predict(list(imgs), list(sizes))
+    n_found = 0
+    for i, (img, size) in enumerate(zip(imgs, sizes)):
+        alone = model.predict([img], [size])
+        for got, want in zip(batched, alone):
+            assert got[i].dtype == want[0].dtype
+            np.testing.assert_allclose(got[i], want[0], rtol=1e-5, atol=1e-4)
+        n_found += len(alone[0][0])
+    assert n_found > 10
+
+
+def test_batched_predict_of_raw_images_equals_one_image_calls(monkeypatch):
+    # an untrained model scores nothing above the preset's 0.7
+    monkeypatch.setitem(faster_rcnn_module.PRESETS, 'visualize',
+                        dict(nms_thresh=0.3, score_thresh=0.))
+    model = spread_tiny_faster_rcnn(seed=2)
+    rng = np.random.RandomState(0)
+    raws = [rng.uniform(0, 255, (3, h, w)).astype(np.float32)
+            for h, w in ((70, 90), (90, 70), (70, 90))]
+    batched = model.predict(raws, visualize=True)
+    for i, raw in enumerate(raws):
+        alone = model.predict([raw], visualize=True)
+        assert len(alone[0][0]) > 10
+        for got, want in zip(batched, alone):
+            np.testing.assert_allclose(got[i], want[0], rtol=1e-5, atol=1e-4)
+
+
+# ------------------------------------------------------------- bad input
 
 BAD_IMAGES = [
     (np.zeros((50, 60, 3), np.float32), r'\(3, H, W\)'),   # HWC
@@ -306,7 +411,102 @@ def test_predict_without_sizes_is_a_value_error(make_tiny_faster_rcnn):
         model.predict([img, img], sizes=[(64, 64)])
 
 
-# ------------------------------------------------ settings in the state dict
+def test_predict_warns_once_about_images_in_0_1(recwarn):
+    model = build_tiny_faster_rcnn()
+    img = np.random.RandomState(0).uniform(0, 1, (3, 70, 90)).astype(
+        np.float32)
+    model.predict([img, img], visualize=True)
+    messages = [str(w.message) for w in recwarn.list]
+    assert any('values in [0, 255]' in m and 'image 0' in m for m in messages)
+    recwarn.clear()
+    model.predict([img * 255], visualize=True)
+    assert not [w for w in recwarn.list if '[0, 255]' in str(w.message)]
+
+
+def test_predict_with_sizes_warns_once_about_raw_images(recwarn):
+    """predict(imgs, sizes) takes preprocessed images; raw ones (all values
+    >= 0, some far above 10) get one warning pointing to detect()."""
+    model = build_tiny_faster_rcnn()
+    rng = np.random.RandomState(0)
+    raw = raw_image(rng, 64, 64)
+    model.predict([raw, raw], sizes=[(64, 64), (64, 64)])
+    messages = [str(w.message) for w in recwarn.list
+                if 'look raw' in str(w.message)]
+    assert len(messages) == 1
+    assert 'detect(imgs)' in messages[0]
+    recwarn.clear()
+    normalized = (raw - 122.) / 60.  # has negative values
+    model.predict([normalized], sizes=[(64, 64)])
+    assert not [w for w in recwarn.list if 'look raw' in str(w.message)]
+
+
+def test_too_small_image_message_gives_the_users_size():
+    model = build_tiny_faster_rcnn(min_size=64, max_size=128)
+    img = np.zeros((3, 5, 400), np.float32)  # resized to 2x128
+    with pytest.raises(ValueError) as info:
+        model.predict([img], visualize=True)
+    message = str(info.value)
+    assert 'image 0 of size 5x400 is 2x128 once resized' in message
+    assert 'feature stride (16 px)' in message
+
+
+# -------------------------------------------------- composing a detector
+
+def test_head_without_n_class_is_named_at_construction():
+    class NoClassHead(TinyHead):
+        def __init__(self):
+            super().__init__(3)
+            del self.n_class
+
+    rpn = RegionProposalNetwork(8, 8, anchor_scales=[2, 4, 8])
+    with pytest.raises(ValueError, match=r"the head \(NoClassHead\) has no "
+                                         r"attribute 'n_class'"):
+        FasterRCNN(TinyExtractor(), rpn, NoClassHead())
+
+
+def test_rpn_without_feat_stride_is_named_at_construction():
+    with pytest.raises(ValueError, match=r"the rpn \(Conv2d\) has no "
+                                         r"attribute 'feat_stride'"):
+        FasterRCNN(TinyExtractor(), nn.Conv2d(8, 8, 1), TinyHead(3))
+
+
+class SwappedHead(TinyHead):
+    def forward(self, x, rois, roi_indices):
+        roi_cls_locs, roi_scores = super().forward(x, rois, roi_indices)
+        return roi_scores, roi_cls_locs
+
+
+def test_head_returning_scores_first_is_named():
+    torch.manual_seed(0)
+    rpn = RegionProposalNetwork(8, 8, anchor_scales=[2, 4, 8])
+    model = FasterRCNN(TinyExtractor(), rpn, SwappedHead(4))
+    with pytest.raises(ValueError) as info:
+        model(torch.rand(1, 3, 64, 96))
+    message = str(info.value)
+    assert 'the head (SwappedHead) returned outputs of shapes' in message
+    assert 'roi_cls_locs (' in message and ', 16), roi_scores (' in message
+    assert 'in this order' in message
+    trainer = FasterRCNNTrainer(model)
+    with pytest.raises(ValueError, match='SwappedHead'):
+        trainer(*tiny_batch(), 1.)
+
+
+def test_extractor_of_another_stride_is_named():
+    # TinyExtractor has stride 16; an RPN told 8 would lay anchors wrong.
+    torch.manual_seed(0)
+    rpn = RegionProposalNetwork(8, 8, anchor_scales=[2, 4, 8], feat_stride=8)
+    model = FasterRCNN(TinyExtractor(), rpn, TinyHead(4))
+    with pytest.raises(ValueError) as info:
+        model(torch.rand(1, 3, 64, 96))
+    message = str(info.value)
+    assert "features are 4x6 for a 64x96 image, a stride of about 16 px" in (
+        message)
+    assert "the RPN's feat_stride is 8" in message
+    with pytest.raises(ValueError, match="feat_stride is 8"):
+        FasterRCNNTrainer(model)(*tiny_batch(), 1.)
+
+
+# -------------------------------------------- settings in the state dict
 
 def test_preprocessing_settings_travel_in_the_state_dict(
         make_tiny_faster_rcnn, tmp_path):
@@ -347,7 +547,7 @@ def test_loading_another_number_of_classes_is_a_value_error(
         model.load_state_dict(state)
 
 
-# --------------------------------------------------------------- optimizer
+# ------------------------------------------------------------- optimizer
 
 def test_get_optimizer_and_scale_lr(make_tiny_faster_rcnn):
     model = make_tiny_faster_rcnn()
@@ -380,74 +580,3 @@ def test_get_optimizer_and_scale_lr(make_tiny_faster_rcnn):
         pytest.approx([lr * 0.01 for lr in lrs])
 
     assert isinstance(model.get_optimizer(use_adam=True), torch.optim.Adam)
-
-
-# ------------------------------------------------------------------ trainer
-
-def training_batch(device, rng=None):
-    rng = rng or np.random.RandomState(0)
-    img = torch.from_numpy(rng.normal(size=(1, 3, 128, 160)).astype(
-        np.float32)).to(device)
-    bbox = torch.tensor([[[10., 12., 60., 70.], [30., 50., 100., 150.],
-                          [5., 80., 40., 125.]]], device=device)
-    label = torch.tensor([[0, 2, 1]], dtype=torch.int32, device=device)
-    return img, bbox, label
-
-
-def test_trainer_forward_and_train_step(make_tiny_faster_rcnn, device):
-    model = make_tiny_faster_rcnn().to(device)
-    trainer = FasterRCNNTrainer(model)
-    img, bbox, label = training_batch(device)
-    np.random.seed(0)
-    losses = trainer.forward(img, bbox, label, 1.)
-    assert isinstance(losses, LossTuple)
-    for value in losses:
-        assert value.ndim == 0 and torch.isfinite(value)
-        assert value.device == device
-    assert losses.total_loss.item() == pytest.approx(
-        sum(v.item() for v in losses[:4]), rel=1e-5)
-
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer.train_step(img, bbox, label, 1.)
-    for name in ('extractor.0.weight', 'rpn.conv1.weight', 'rpn.loc.weight',
-                 'rpn.score.weight', 'head.fc.weight', 'head.cls_loc.weight',
-                 'head.score.weight'):
-        after = dict(model.named_parameters())[name]
-        assert not torch.equal(after, before[name]), name
-
-
-def test_trainer_rejects_boxes_for_another_number_of_images(
-        make_tiny_faster_rcnn):
-    # a batch of two is a batch (see test_batch.py), but its boxes and
-    # labels must come for both images
-    model = make_tiny_faster_rcnn()
-    trainer = FasterRCNNTrainer(model)
-    img, bbox, label = training_batch('cpu')
-    with pytest.raises(ValueError, match='batch of 2 images: bboxes must '
-                                         r'have shape \(2, R, 4\)'):
-        trainer.forward(img.repeat(2, 1, 1, 1), bbox, label.repeat(2, 1), 1.)
-
-
-def test_trainer_on_an_image_without_objects(make_tiny_faster_rcnn):
-    model = make_tiny_faster_rcnn()
-    trainer = FasterRCNNTrainer(model)
-    img, _, _ = training_batch('cpu')
-    np.random.seed(0)
-    losses = trainer.forward(img, torch.zeros(1, 0, 4),
-                             torch.zeros(1, 0, dtype=torch.int32), 1.)
-    assert all(torch.isfinite(v) for v in losses)
-    # no positives: no location loss
-    assert losses.rpn_loc_loss.item() == 0
-    assert losses.roi_loc_loss.item() == 0
-    trainer.train_step(img, torch.zeros(1, 0, 4),
-                       torch.zeros(1, 0, dtype=torch.int32), 1.)
-
-
-def test_predict_keeps_thresholds_set_by_hand(make_tiny_faster_rcnn):
-    model = make_tiny_faster_rcnn()
-    model.score_thresh, model.nms_thresh = 0.2, 0.5
-    img = np.zeros((3, 64, 64), np.float32)
-    model.predict([img], sizes=[(64, 64)])
-    model.predict([img * 255], visualize=True)
-    assert (model.score_thresh, model.nms_thresh) == (0.2, 0.5)
-    assert model.preset == 'evaluate'

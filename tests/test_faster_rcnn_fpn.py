@@ -13,6 +13,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
+from conftest import losses_on_one_object
 import model as model_package
 from model import FasterRCNNFPNResNet50, FasterRCNNFPNResNet101, load_detector
 from model.fpn import anchor_base
@@ -210,15 +211,7 @@ def test_training_loss_falls_on_a_tiny_case():
                                   min_size=128, max_size=128)
     # (from random init the frozen BatchNorms normalize nothing: a higher
     # lr diverges)
-    trainer = FasterRCNNTrainer(model, lr=1e-3)
-    rng = np.random.RandomState(0)
-    img = torch.tensor(rng.uniform(-1, 1, (1, 3, 128, 128)),
-                       dtype=torch.float32)
-    img[:, :, 30:80, 40:100] += 2.
-    bbox = torch.tensor([[[30., 40., 80., 100.]]])
-    label = torch.tensor([[1]])
-    losses = [trainer.train_step(img, bbox, label, 1.).total_loss.item()
-              for _ in range(20)]
+    losses = losses_on_one_object(FasterRCNNTrainer(model, lr=1e-3))
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
@@ -248,3 +241,23 @@ def test_a_checkpoint_round_trip_predicts_the_same(fpn_model, tmp_path):
     assert len(want['boxes']) > 0
     for key in want:
         assert torch.equal(want[key], got[key]), key
+
+
+@pytest.mark.slow  # records the model
+def test_torch_export_equals_detect(fpn_model):
+    """The recorded FPN detector (padding, pyramid, per-level proposals,
+    per-level pooling) gives the eager detections on two image sizes."""
+    from model.export import ExportableFasterRCNN, export_program
+    from model.utils.preprocess import preprocess
+    fpn_model.eval()
+    program = export_program(fpn_model, score_thresh=0.)
+    for seed, size in enumerate([(100, 150), (150, 100)]):
+        img = np.random.RandomState(seed).uniform(0, 255, (3,) + size)
+        x = torch.from_numpy(preprocess(img, 128, 192))[None]
+        with torch.no_grad():
+            want = ExportableFasterRCNN(fpn_model, score_thresh=0.)(
+                x, torch.tensor(size))
+            got = program.module()(x, torch.tensor(size))
+        assert len(want[0]) > 0
+        for a, b in zip(want, got):
+            torch.testing.assert_close(a, b)

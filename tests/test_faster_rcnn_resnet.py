@@ -1,9 +1,9 @@
-"""FasterRCNNResNet50 and FasterRCNNResNet101 in C4 form: structure (frozen
-conv1, layer1 and BatchNorm, stride 16, 1024 channels, layer4 in the head),
-a forward and predict at a small size, a training step, starting weights
-from a file the test writes into a temporary torch hub cache, the offline
-error, checkpoints, and train.py's backbone option.
-Nothing is downloaded."""
+"""model/faster_rcnn_resnet.py: FasterRCNNResNet50 and FasterRCNNResNet101 in
+C4 form: structure (frozen conv1, layer1 and BatchNorm, stride 16, 1024
+channels, layer4 in the head), a forward and predict at a small size, a
+training step, starting weights from a file the test writes into a
+temporary torch hub cache, the offline error, checkpoints. Nothing is
+downloaded."""
 import os
 
 import numpy as np
@@ -17,7 +17,6 @@ import model as model_package
 from conftest import options, use_hub
 from model import FasterRCNNResNet50, FasterRCNNResNet101, load_detector
 from model.roi_head import RoIHead
-from utils.config import UsageError
 from utils.detectors import build_from_options
 from model.utils.checkpoint import WeightsNotFound
 from model.utils.creator_tool import ProposalTargetCreator
@@ -162,6 +161,7 @@ def test_forward_and_predict_at_a_small_size(resnet_model):
     assert (bboxes[0][:, 0::2] <= 80).all() and (bboxes[0][:, 1::2] <= 120).all()
 
 
+@pytest.mark.slow  # trains: a step of ResNet-50
 def test_one_training_step_leaves_frozen_parts_alone(resnet_model):
     torch.manual_seed(0)
     np.random.seed(0)
@@ -261,27 +261,6 @@ def test_a_checkpoint_rebuilds_itself(tmp_path):
 def test_bad_choices_are_value_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
-
-
-@pytest.mark.parametrize('config, message', [
-    (options(backbone='resnet18'), 'backbone'),
-    (options(backbone='resnet50', caffe_pretrain=True), 'caffe'),
-    (options(backbone='vgg16', pretrained_model='resnet50'),
-     '--backbone=resnet50'),
-])
-def test_bad_options_are_usage_errors(config, message):
-    with pytest.raises(UsageError, match=message):
-        build_from_options(config, 3)
-
-
-def test_train_py_refuses_an_unknown_backbone(tmp_path):
-    import train
-    from data.synthetic import generate_voc
-    from utils.config import UsageError
-    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=4, seed=2)
-    with pytest.raises(UsageError, match='backbone'):
-        train.train(data='voc', voc_data_dir=data_dir, backbone='resnet18',
-                    num_workers=0, test_num_workers=0, device='cpu')
 
 
 def test_a_checkpoint_of_another_backbone_is_a_value_error(tmp_path):

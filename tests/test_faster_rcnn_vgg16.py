@@ -1,7 +1,8 @@
-"""FasterRCNNVGG16: structure, initialisation, forward and predict at a small
-size, the optimizer, and every source of starting weights (torchvision's
-cache, a caffe file, offline failures, a trained checkpoint) with weight files
-the tests write themselves. Nothing is downloaded."""
+"""model/faster_rcnn_vgg16.py: FasterRCNNVGG16's structure, initialisation,
+forward and predict at a small size, the optimizer, and every source of
+starting weights (torchvision's cache, a caffe file, offline failures, a
+trained checkpoint) with weight files the tests write themselves. Nothing
+is downloaded."""
 import inspect
 import os
 
@@ -145,6 +146,13 @@ def test_bad_n_fg_class():
         FasterRCNNVGG16(n_fg_class=0, pretrained_model=None)
 
 
+def test_caffe_pretrain_argument_without_caffe_weights():
+    model = FasterRCNNVGG16(n_fg_class=2, pretrained_model=None,
+                            caffe_pretrain=True)
+    assert model.caffe_pretrain is True
+    assert model.state_dict()['_extra_state']['caffe_pretrain'] is True
+
+
 # ------------------------------------------------------- forward, predict
 
 def test_forward_at_a_small_size(vgg_model):
@@ -185,6 +193,7 @@ def test_predict_at_a_small_size(vgg_model):
 
 # --------------------------------------------------------- starting weights
 
+@pytest.mark.slow  # writes a VGG16-size file (528 MB)
 def test_torchvision_weights_from_the_hub_cache(vgg16_file, monkeypatch):
     use_hub(monkeypatch, vgg16_file['home'])
     model = FasterRCNNVGG16(n_fg_class=N_FG_CLASS, pretrained_model='vgg16',

@@ -1,5 +1,7 @@
 """predict.py: pictures and COCO JSON for a folder of images, bad images
-named and skipped, command-line mistakes in one line.
+named and skipped, command-line mistakes in one line (the way of
+model/utils/command_line.py, which export and train.py share: see
+test_export.py and test_train.py).
 
 The checkpoint is the toy detector with random weights (seeded), its class
 scores spread by a wider init of the score layer so that a threshold just
@@ -16,7 +18,11 @@ import torch
 from PIL import Image
 
 import predict
+import train
+from conftest import coco_ann, pycocotools_eval, write_coco
+from model import FasterRCNNToy
 from model.faster_rcnn import PRESETS
+from trainer import FasterRCNNTrainer
 from utils.coco_eval import to_coco_results
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,3 +225,93 @@ def test_image_too_small_for_the_network_is_skipped(checkpoint, tmp_path,
     assert _skipped_lines(capsys.readouterr().err) == skipped
     assert sorted(os.listdir(tmp_path / 'out')) == [
         'detections.json', 'images.json', 'plain.png']
+
+
+
+
+# ------------------------------------------------- --coco-ann: COCO's ids
+
+def coco_case(root):
+    """A COCO file of three images (one without objects) with category ids
+    3, 7, 11, areas unlike the boxes', a crowd region; the images are
+    generated toy pictures, so that a detector finds something."""
+    from data.synthetic import generate_voc
+    voc = generate_voc(str(root / 'voc'), n_images=3, seed=5)
+    images = [{'id': 40 + i, 'file_name': name, 'height': 256,
+               'width': 256} for i, name in enumerate(
+                   sorted(os.listdir(os.path.join(voc, 'JPEGImages'))))]
+    annotations = [
+        dict(coco_ann(1, 40, 3, [20, 30, 60, 50]), area=1500.),
+        dict(coco_ann(2, 40, 11, [100, 100, 90, 120]), area=9000.),
+        dict(coco_ann(3, 41, 7, [10, 10, 200, 200], iscrowd=1),
+             area=30000.),
+        dict(coco_ann(4, 41, 7, [50, 60, 40, 40]), area=1000.)]
+    categories = [{'id': 11, 'name': 'ring'}, {'id': 3, 'name': 'circle'},
+                  {'id': 7, 'name': 'square'}]
+    ann_file, _ = write_coco(root, annotations, images, categories,
+                             write_images=False)
+    return ann_file, os.path.join(voc, 'JPEGImages')
+
+
+@pytest.fixture
+def coco_checkpoint(tmp_path):
+    """An untrained toy detector of the file's classes (labels follow the
+    sorted ids 3, 7, 11), saved with those ids as train.py saves a model
+    trained on the file."""
+    torch.manual_seed(0)
+    model = FasterRCNNToy(n_fg_class=3, min_size=128, max_size=128)
+    return FasterRCNNTrainer(model, label_names=('circle', 'square', 'ring'),
+                             category_ids=(3, 7, 11)).save(
+        save_path=str(tmp_path / 'coco.pth'))
+
+
+def test_coco_ann_detections_score_as_train_py_evaluate(coco_checkpoint,
+                                                        tmp_path):
+    """pycocotools on the user's file and predict.py's detections.json
+    gives exactly what `train.py evaluate --metric=coco` gives."""
+    ann_file, img_dir = coco_case(tmp_path)
+    out = tmp_path / 'out'
+    n, skipped = predict.predict(coco_checkpoint, [img_dir], str(out),
+                                 coco_ann=ann_file)
+    assert (n, skipped) == (3, [])
+    results = json.loads((out / 'detections.json').read_text())
+    assert results and {r['image_id'] for r in results} <= {40, 41, 42}
+    assert {r['category_id'] for r in results} <= {3, 7, 11}
+    theirs = pycocotools_eval(ann_file, str(out / 'detections.json'))
+    ours = train.evaluate_checkpoint(
+        data='coco', coco_test_ann=ann_file, coco_test_img=img_dir,
+        metric='coco', load_path=coco_checkpoint, num_workers=0,
+        test_num_workers=0, device='cpu')
+    assert ours['stats'].tolist() == theirs.stats.tolist()
+    assert theirs.stats[0] > 0  # the toy model finds something
+
+
+def test_coco_ann_names_the_first_missing_image(coco_checkpoint, tmp_path,
+                                                capsys):
+    ann_file, img_dir = coco_case(tmp_path)
+    first = sorted(os.listdir(img_dir))[0]
+    os.remove(os.path.join(img_dir, first))
+    with pytest.raises(SystemExit) as info:
+        predict.main(['--checkpoint=' + coco_checkpoint, '--coco-ann=' +
+                      ann_file, img_dir, '--out-dir=' + str(tmp_path / 'o')])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('predict.py: error: image file {} does not '
+                          'exist'.format(os.path.join(img_dir, first)))
+    assert err.count('\n') == 1
+
+
+@pytest.mark.parametrize('content', [b'\x80\x03\x99 random bytes',
+                                     b'a text file\n'])
+def test_a_checkpoint_that_is_no_checkpoint_is_one_line(content, tmp_path,
+                                                        capsys):
+    path = tmp_path / 'not.pth'
+    path.write_bytes(content)
+    Image.new('RGB', (40, 30)).save(tmp_path / 'a.png')
+    with pytest.raises(SystemExit) as info:
+        predict.main(['--checkpoint=' + str(path), str(tmp_path / 'a.png')])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        'predict.py: error: {} is not a checkpoint: torch.load cannot read '
+        "it (expected a file torch.save writes, as train.py's checkpoints)\n"
+        .format(path))

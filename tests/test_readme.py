@@ -1,4 +1,4 @@
-"""The README's code blocks, so that none can rot.
+"""README.md: its code blocks, so that none can rot.
 
 Python blocks run as a user's own script would: from another directory,
 with the repository on PYTHONPATH as the README says, on a checkpoint of
@@ -22,6 +22,7 @@ import torchvision
 from PIL import Image
 
 from model import FasterRCNNToy
+from train import COMMANDS
 from trainer import FasterRCNNTrainer
 from utils.config import Config
 
@@ -129,7 +130,7 @@ def test_train_commands_use_only_real_options():
             if 'train.py' not in words:
                 continue
             args = words[words.index('train.py') + 1:]
-            assert args[0] == 'train', line
+            assert args[0] in COMMANDS, line  # train, evaluate
             for arg in args[1:]:
                 name = arg.lstrip('-').split('=')[0].replace('-', '_')
                 assert name in options, (line, name)

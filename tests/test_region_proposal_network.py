@@ -1,5 +1,5 @@
-"""RegionProposalNetwork: shapes, the anchor order, initialisation, and the
-proposals of its own outputs."""
+"""model/region_proposal_network.py: RegionProposalNetwork's shapes, the
+anchor order, initialisation, and the proposals of its own outputs."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""utils.report: the kinds of errors, the per-class rows, the files of an
+"""utils/report.py: the kinds of errors, the per-class rows, the files of an
 evaluation report, and the training history.
 
 Boxes are measured as the VOC metric measures them, as integer pixel

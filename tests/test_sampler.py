@@ -1,8 +1,6 @@
-"""Batching: the padding collate, batches of one orientation (alone and
-under a DistributedSampler), each process's share of a test set, and image
-sizes read from VOC annotations."""
-import os
-
+"""data/sampler.py: batching. The padding collate, batches of one
+orientation (alone and under a DistributedSampler), and each process's
+share of a test set."""
 import numpy as np
 import pytest
 import torch
@@ -11,8 +9,6 @@ from torch.utils.data.distributed import DistributedSampler
 
 from data.sampler import (AspectRatioBatchSampler, collate_detection,
                           collate_test, eval_batches, orientation_groups)
-from data.synthetic import generate_voc
-from data.voc_dataset import VOCBboxDataset
 
 
 def example(rng, h, w, n_box):
@@ -179,38 +175,3 @@ def test_eval_batches_without_sizes_keep_index_order():
     assert eval_batches(5, 2) == [[0, 1], [2, 3], [4]]
     assert eval_batches(5, 1) == [[0], [1], [2], [3], [4]]
     assert eval_batches(5, 2, rank=1, world_size=2) == [[1, 3], []]
-
-
-# --------------------------------------------- sizes from annotations
-
-def test_voc_sizes_come_from_the_annotations(tmp_path):
-    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=3, img_size=64,
-                            max_obj_size=30, test_fraction=0)
-    db = VOCBboxDataset(data_dir)
-    # no image is read: the sizes are there without the JPEG files
-    for name in os.listdir(os.path.join(data_dir, 'JPEGImages')):
-        os.remove(os.path.join(data_dir, 'JPEGImages', name))
-    assert [db.get_size(i) for i in range(3)] == [(64, 64)] * 3
-
-
-def test_voc_size_falls_back_to_the_image_header(tmp_path):
-    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=1, img_size=48,
-                            max_obj_size=30, test_fraction=0)
-    anno = os.path.join(data_dir, 'Annotations', '000001.xml')
-    text = open(anno).read()
-    start, end = text.index('<size>'), text.index('</size>') + 7
-    with open(anno, 'w') as f:
-        f.write(text[:start] + text[end:])
-    assert VOCBboxDataset(data_dir).get_size(0) == (48, 48)
-
-
-def test_a_malformed_voc_size_is_named(tmp_path):
-    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=1, img_size=48,
-                            max_obj_size=30, test_fraction=0)
-    anno = os.path.join(data_dir, 'Annotations', '000001.xml')
-    text = open(anno).read()
-    with open(anno, 'w') as f:
-        f.write(text.replace('<height>48</height>', '<height>4.5</height>'))
-    with pytest.raises(ValueError, match='000001.xml: <size> must give a '
-                                         'whole positive height'):
-        VOCBboxDataset(data_dir).get_size(0)

@@ -1,4 +1,4 @@
-"""model.utils.suppression.suppress: 'per_class' (the default) gives the
+"""model/utils/suppression.py, suppress: 'per_class' (the default) gives the
 per-class loop's detections exactly (same boxes, scores and labels, grouped
 by class in class order, within a class in nms's order), with tied scores,
 empty classes and IoUs at the threshold; 'batched' (torchvision's

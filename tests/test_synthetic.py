@@ -1,3 +1,7 @@
+"""data/synthetic.py: the generated toy dataset in VOC layout: the same
+bytes for the same seed, read back by VOCBboxDataset, VOC's annotation
+schema, the splits, varied and learnable scenes, empty scenes, own classes
+and size, the command line."""
 import itertools
 import os
 import subprocess

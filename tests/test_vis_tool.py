@@ -1,4 +1,5 @@
-"""vis_tool: box pictures, and the visdom Visualizer with and without a server.
+"""utils/vis_tool.py: box pictures, and the visdom Visualizer with and
+without a server.
 
 Pictures are drawn on Agg canvases and read back as pixels. Two tests use a
 real visdom server on localhost (conftest's ``visdom_server``).

@@ -1,10 +1,18 @@
+"""data/voc_dataset.py: VOCBboxDataset reads the VOC layout: boxes in
+(y_min, x_min, y_max, x_max) order minus one, difficult objects, own class
+names, splits, image sizes from the annotations without reading an image;
+each malformed or missing file named, before training where it can be."""
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import train
+from data.synthetic import generate_voc
 from data.voc_dataset import VOC_BBOX_LABEL_NAMES, VOCBboxDataset
+from utils.config import UsageError
+
 
 OBJECT = """
   <object>
@@ -167,3 +175,62 @@ def test_missing_annotation_names_the_file(tmp_path):
     os.remove(os.path.join(root, 'Annotations', '000001.xml'))
     with pytest.raises(FileNotFoundError, match=r'000001\.xml'):
         VOCBboxDataset(root).get_example(0)
+
+
+def test_voc_without_annotations_is_reported_before_training(tmp_path):
+    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=4, seed=0)
+    os.rename(os.path.join(data_dir, 'Annotations'),
+              os.path.join(data_dir, 'Labels'))
+    with pytest.raises(FileNotFoundError, match='has no Annotations '
+                                                'directory'):
+        VOCBboxDataset(data_dir, split='trainval')
+
+
+def test_split_listing_a_missing_xml_is_reported_before_training(tmp_path):
+    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=4, seed=0)
+    with open(os.path.join(data_dir, 'ImageSets', 'Main',
+                           'trainval.txt')) as f:
+        first = f.readline().strip()
+    os.remove(os.path.join(data_dir, 'Annotations', first + '.xml'))
+    with pytest.raises(FileNotFoundError) as info:
+        VOCBboxDataset(data_dir, split='trainval')
+    assert "of image id '{}'".format(first) in str(info.value)
+    assert 'trainval.txt' in str(info.value)
+    with pytest.raises(UsageError, match="image id '{}'".format(first)):
+        train.train(data='toy', voc_data_dir=data_dir, num_workers=0,
+                    test_num_workers=0, device='cpu')
+
+
+# -------------------------------------------- sizes from the annotations
+
+def test_voc_sizes_come_from_the_annotations(tmp_path):
+    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=3, img_size=64,
+                            max_obj_size=30, test_fraction=0)
+    db = VOCBboxDataset(data_dir)
+    # no image is read: the sizes are there without the JPEG files
+    for name in os.listdir(os.path.join(data_dir, 'JPEGImages')):
+        os.remove(os.path.join(data_dir, 'JPEGImages', name))
+    assert [db.get_size(i) for i in range(3)] == [(64, 64)] * 3
+
+
+def test_voc_size_falls_back_to_the_image_header(tmp_path):
+    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=1, img_size=48,
+                            max_obj_size=30, test_fraction=0)
+    anno = os.path.join(data_dir, 'Annotations', '000001.xml')
+    text = open(anno).read()
+    start, end = text.index('<size>'), text.index('</size>') + 7
+    with open(anno, 'w') as f:
+        f.write(text[:start] + text[end:])
+    assert VOCBboxDataset(data_dir).get_size(0) == (48, 48)
+
+
+def test_a_malformed_voc_size_is_named(tmp_path):
+    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=1, img_size=48,
+                            max_obj_size=30, test_fraction=0)
+    anno = os.path.join(data_dir, 'Annotations', '000001.xml')
+    text = open(anno).read()
+    with open(anno, 'w') as f:
+        f.write(text.replace('<height>48</height>', '<height>4.5</height>'))
+    with pytest.raises(ValueError, match='000001.xml: <size> must give a '
+                                         'whole positive height'):
+        VOCBboxDataset(data_dir).get_size(0)

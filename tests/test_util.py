@@ -1,3 +1,5 @@
+"""data/util.py: read_image (RGB, grayscale, RGBA, 16-bit, dtypes, the file
+named when it cannot be read), resize_bbox, flip_bbox and random_flip."""
 import random
 
 import numpy as np
@@ -46,6 +48,24 @@ def test_read_image_dtype(tmp_path):
     gray = np.zeros((2, 3), dtype=np.uint8)
     assert read_image(_save(tmp_path, 'g.png', gray, 'L'),
                       dtype=np.uint8).dtype == np.uint8
+
+
+def test_16_bit_png_is_scaled_not_saturated(tmp_path):
+    pixels = (np.arange(12 * 10).reshape(12, 10) * 500).astype(np.uint16)
+    path = str(tmp_path / 'deep.png')
+    Image.fromarray(pixels).save(path)
+    img = read_image(path)
+    assert img.shape == (3, 12, 10)
+    np.testing.assert_allclose(img[1], pixels / 257., rtol=1e-6)
+    assert 0 < img.max() < 255
+
+
+def test_uint8_image_is_writable(tmp_path):
+    path = str(tmp_path / 'x.jpg')
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(path)
+    img = read_image(path, dtype=np.uint8)
+    img[0, 0, 0] = 7
+    assert img[0, 0, 0] == 7
 
 
 def test_read_image_unreadable_names_the_file(tmp_path):

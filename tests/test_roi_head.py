@@ -1,22 +1,27 @@
-"""The heads' RoIAlign option (``roi_op='align'``): the op against a direct
-torchvision call and by hand (it averages), its gradient, the choice saved
-with the model and refused when it differs, the models and the toy preset
-built and trained with it."""
+"""model/roi_head.py: RoIHead and its RoI op, the RoIPooler.
+
+RoIPool by hand and against torchvision's op given (x, y) boxes (the
+pooler reorders the (y, x) boxes it is given); the RoIAlign option
+(``roi_op='align'``) against a direct torchvision call and by hand (it
+averages), its gradient; the choice saved with the model and refused when
+it differs; a toy model that trains with it.
+"""
 import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.ops import roi_pool
 
-import train
-from conftest import options
-from data.synthetic import generate_voc
-from model import FasterRCNNToy, FasterRCNNVGG16, load_detector
+from conftest import losses_on_one_object
+from model import FasterRCNNToy, FasterRCNNVGG16
 from model.roi_head import RoIHead, RoIPooler, roi_pooler
 from trainer import FasterRCNNTrainer
-from utils.detectors import build_from_options
+
 
 STRIDE = 16
+
+
 ROI_SIZE = 7
 
 
@@ -35,7 +40,7 @@ def make_head(channels=4, **kwargs):
                    Capture(), n_feature=channels * ROI_SIZE ** 2)
 
 
-def make_rois(rng, n, img_size, device):
+def random_rois(rng, n, img_size, device):
     """n random RoIs (y_min, x_min, y_max, x_max) inside the image, spread
     over two images."""
     H, W = img_size
@@ -48,7 +53,88 @@ def make_rois(rng, n, img_size, device):
             torch.tensor(roi_indices, device=device))
 
 
-# ------------------------------------------------------------- the op
+# --------------------------------------------------------------- RoIPool
+
+def patterned_features(device, n=2, c=2, h=8, w=12):
+    """Features whose value names its place: 1000 n + 100 row + col, and
+    negated in channel 1."""
+    n_, row, col = torch.meshgrid(torch.arange(n), torch.arange(h),
+                                  torch.arange(w), indexing='ij')
+    x = (1000 * n_ + 100 * row + col).float()
+    x = torch.stack([x, -x], dim=1)[:, :c]
+    return x.to(device)
+
+
+# (y_min, x_min, y_max, x_max) in feature pixels; taller than wide and wider
+# than tall, so that swapping the axes changes what is pooled.
+FEAT_ROIS_YX = [[1., 2., 3., 9.], [0., 5., 7., 7.]]
+
+
+ROI_INDICES = [0, 1]
+
+
+def torchvision_pool(x, rois_yx, roi_indices, size, spatial_scale):
+    """torchvision's roi_pool given (index, x_min, y_min, x_max, y_max)
+    boxes built here."""
+    boxes = [[float(i), r[1], r[0], r[3], r[2]]
+             for i, r in zip(roi_indices, rois_yx)]
+    boxes = torch.tensor(boxes, dtype=x.dtype, device=x.device)
+    return roi_pool(x, boxes, size, spatial_scale)
+
+
+def swapped_pool(x, rois_yx, roi_indices, size, spatial_scale):
+    """What pooling gives when the (y, x) boxes reach the op unswapped."""
+    boxes = [[float(i)] + list(r) for i, r in zip(roi_indices, rois_yx)]
+    boxes = torch.tensor(boxes, dtype=x.dtype, device=x.device)
+    return roi_pool(x, boxes, size, spatial_scale)
+
+
+def test_roi_pooler_reorders_boxes_to_xy(device):
+    x = patterned_features(device)
+    want = torchvision_pool(x, FEAT_ROIS_YX, ROI_INDICES, (2, 2), 1.)
+    assert not torch.equal(
+        want, swapped_pool(x, FEAT_ROIS_YX, ROI_INDICES, (2, 2), 1.))
+    got = RoIPooler('pool', 2, 1.)(
+        x, torch.tensor(FEAT_ROIS_YX, device=device),
+        torch.tensor(ROI_INDICES, device=device))
+    assert torch.equal(got, want)
+    # the first RoI spans rows 1-3 and columns 2-9 of image 0: each bin's
+    # max is its bottom-right value, 100 row + col
+    assert got[0, 0].tolist() == [[205., 209.], [305., 309.]]
+
+
+class Recorder(nn.Module):
+    """A classifier that keeps its input and returns ``n_feature`` zeros."""
+
+    def __init__(self, n_feature):
+        super().__init__()
+        self.n_feature = n_feature
+        self.seen = None
+
+    def forward(self, x):
+        self.seen = x
+        return x.new_zeros((len(x), self.n_feature))
+
+
+@pytest.mark.parametrize('make_head, roi_size', [
+    (lambda c: RoIHead(3, RoIPooler('pool', 2, 1. / 16), Recorder(c * 4),
+                       n_feature=c * 4), 2),
+    (lambda c: RoIHead(3, RoIPooler('pool', 7, 1. / 16), Recorder(4096)), 7),
+])
+def test_head_pools_yx_rois_as_torchvision_pools_xy(device, make_head,
+                                                    roi_size):
+    x = patterned_features(device)
+    head = make_head(x.shape[1]).to(device)
+    rois = torch.tensor(FEAT_ROIS_YX, device=device) * 16  # in input pixels
+    head(x, rois, torch.tensor(ROI_INDICES, device=device))
+    size = (roi_size, roi_size)
+    want = torchvision_pool(x, rois.tolist(), ROI_INDICES, size, 1. / 16)
+    assert not torch.equal(
+        want, swapped_pool(x, rois.tolist(), ROI_INDICES, size, 1. / 16))
+    assert torch.equal(head.classifier.seen, want.flatten(1))
+
+
+# -------------------------------------------------------------- RoIAlign
 
 def test_default_is_roipool_and_align_is_roialign():
     head = make_head()
@@ -81,7 +167,8 @@ def test_align_head_equals_torchvision_roi_align(device, sampling_ratio,
                                                  aligned):
     rng = np.random.RandomState(0)
     x = torch.randn(2, 4, 12, 15, device=device)
-    rois, roi_indices = make_rois(rng, 10, (12 * STRIDE, 15 * STRIDE), device)
+    rois, roi_indices = random_rois(rng, 10, (12 * STRIDE, 15 * STRIDE),
+                                    device)
     head = make_head(roi_op='align', sampling_ratio=sampling_ratio,
                      aligned=aligned).to(device)
     roi_cls_loc, roi_score = head(x, rois, roi_indices)
@@ -104,7 +191,8 @@ def test_align_head_equals_torchvision_roi_align(device, sampling_ratio,
 def test_constant_features_give_a_constant_output(device, aligned):
     rng = np.random.RandomState(1)
     x = torch.full((2, 4, 12, 15), 3.25, device=device)
-    rois, roi_indices = make_rois(rng, 20, (12 * STRIDE, 15 * STRIDE), device)
+    rois, roi_indices = random_rois(rng, 20, (12 * STRIDE, 15 * STRIDE),
+                                    device)
     pool = make_head(roi_op='align', aligned=aligned).roi(x, rois,
                                                           roi_indices)
     assert pool.shape == (20, 4, ROI_SIZE, ROI_SIZE)
@@ -131,7 +219,7 @@ def test_align_averages_its_samples():
 def test_align_gradcheck():
     rng = np.random.RandomState(2)
     x = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    rois, roi_indices = make_rois(rng, 4, (6 * STRIDE, 7 * STRIDE), 'cpu')
+    rois, roi_indices = random_rois(rng, 4, (6 * STRIDE, 7 * STRIDE), 'cpu')
     layer = make_head(roi_op='align', sampling_ratio=2).roi
     assert torch.autograd.gradcheck(
         lambda x: layer(x, rois.double(), roi_indices), (x,))
@@ -146,7 +234,7 @@ def test_bad_settings_are_value_errors(kwargs, name):
         make_head(**kwargs)
 
 
-# ------------------------------------------------------------- the models
+# ------------------------------------------------------------ the models
 
 ALIGN_2 = dict(roi_op='align', sampling_ratio=2, aligned=True)
 
@@ -209,50 +297,14 @@ def test_a_state_dict_from_before_the_option_is_roipool():
     FasterRCNNToy(n_fg_class=2, roi_op='align').load_state_dict(state)
 
 
-def test_options_and_load_detector_rebuild_the_roi_op(tmp_path):
-    config = options(backbone='toy', min_size=128, max_size=128,
-                     roi_op='align', roi_sampling_ratio=2, roi_aligned=False)
-    model = build_from_options(config, 2)
-    assert model.head.roi.settings == dict(roi_op='align', sampling_ratio=2,
-                                           aligned=False)
-    path = FasterRCNNTrainer(model, config=config).save(
-        save_path=str(tmp_path / 'align.pth'))
-    restored, _, _ = load_detector(path)
-    assert restored.head.roi.settings == model.head.roi.settings
-    vgg = build_from_options(options(roi_op='align', pretrained_model=None),
-                             2)
-    assert isinstance(vgg, FasterRCNNVGG16)
-    assert vgg.head.roi.roi_op == 'align'
+# -------------------------------------------------------------- training
 
-
-# ---------------------------------------------------------------- training
-
+@pytest.mark.slow  # trains: twenty steps
 def test_toy_model_trains_with_roialign():
     """Twenty steps on one image: the total loss falls."""
-    rng = np.random.RandomState(0)
     torch.manual_seed(0)
     np.random.seed(0)
     model = FasterRCNNToy(n_fg_class=2, roi_op='align')
-    trainer = FasterRCNNTrainer(model, lr=5e-3)
-    img = torch.tensor(rng.uniform(-1, 1, (1, 3, 128, 128)),
-                       dtype=torch.float32)
-    img[:, :, 30:80, 40:100] += 2.
-    bbox = torch.tensor([[[30., 40., 80., 100.]]])
-    label = torch.tensor([[1]])
-    losses = [trainer.train_step(img, bbox, label, 1.).total_loss.item()
-              for _ in range(20)]
+    losses = losses_on_one_object(FasterRCNNTrainer(model, lr=5e-3))
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
-
-
-def test_toy_preset_trains_with_roialign(tmp_path):
-    """train.py with --roi-op=align: one short epoch, and the checkpoint
-    rebuilds with RoIAlign."""
-    data_dir = generate_voc(str(tmp_path / 'voc'), n_images=8, seed=2)
-    train.train(data='toy', voc_data_dir=data_dir,
-                out_dir=str(tmp_path / 'ck'), seed=0, num_workers=0,
-                test_num_workers=0, device='cpu', epoch=1, port=1,
-                roi_op='align')
-    model, _, info = load_detector(str(tmp_path / 'ck' / 'best.pth'))
-    assert info['config']['roi_op'] == 'align'
-    assert model.head.roi.roi_op == 'align'

@@ -1,19 +1,18 @@
-"""Checkpoints in every format the original design wrote, the library's
-loader, the caffe VGG16 converter, and training that refuses a checkpoint
-whose preprocessing differs from its datasets'. Files are written by the
-tests in the original's format: its parameter names and only its config
-fields. Nothing is downloaded."""
+"""model/utils/checkpoint.py and model/build.py: checkpoints in every
+format the original design wrote, read by the constructor
+(``pretrained_model=path``), the trainer and the library's loader,
+``load_detector``, which rebuilds the detector a checkpoint records. Files
+are written by the tests in the original's format: its parameter names and
+only its config fields. Nothing is downloaded."""
 import os
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 
-from conftest import use_hub
 from model import FasterRCNNToy, FasterRCNNVGG16, load_detector
-from model.utils.convert_caffe_vgg16 import FILE_NAME, convert_caffe_vgg16
 from trainer import FasterRCNNTrainer
+
 
 # The original design's Config fields (utils/config.py of
 # chenyuntc/simple-faster-rcnn-pytorch), as its checkpoints hold them.
@@ -25,8 +24,12 @@ ORIGINAL_CONFIG = dict(
     epoch=14, use_adam=False, use_chainer=False, use_drop=False,
     debug_file='/tmp/debugf', test_num=10000, load_path=None,
     caffe_pretrain=False, caffe_pretrain_path='checkpoints/vgg16_caffe.pth')
+
+
 # The original FasterRCNNVGG16's parameter names.
 VGG_CONV = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+
 ORIGINAL_KEYS = (
     ['extractor.%d.%s' % (i, p) for i in VGG_CONV for p in ('weight', 'bias')]
     + ['rpn.%s.%s' % (m, p) for m in ('conv1', 'score', 'loc')
@@ -127,13 +130,6 @@ def test_bare_state_dict_keeps_the_constructors_settings(
     os.remove(path)
 
 
-def test_caffe_pretrain_argument_without_caffe_weights():
-    model = FasterRCNNVGG16(n_fg_class=2, pretrained_model=None,
-                            caffe_pretrain=True)
-    assert model.caffe_pretrain is True
-    assert model.state_dict()['_extra_state']['caffe_pretrain'] is True
-
-
 def test_load_detector_rebuilds_a_toy_checkpoint_with_its_class_names(
         tmp_path):
     torch.manual_seed(0)
@@ -158,73 +154,36 @@ def test_load_detector_names_a_missing_file(tmp_path):
         load_detector(path)
 
 
-# ------------------------------------------------- caffe VGG16 converter
-
-def caffe_layout(state):
-    """torchvision VGG16 keys with the classifier's linears at 1 and 4, as
-    in vgg16-00b39a1b.pth."""
-    moves = {'classifier.0.': 'classifier.1.', 'classifier.3.': 'classifier.4.'}
-    out = {}
-    for key, value in state.items():
-        for old, new in moves.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-        out[key] = value
-    return out
+@pytest.mark.parametrize('content', [b'\x80\x03\x99 random bytes',
+                                     b'a text file\n', b''])
+def test_a_file_torch_cannot_read_is_one_sentence(content, tmp_path):
+    path = tmp_path / 'not.pth'
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_detector(str(path))
+    assert str(info.value) == (
+        '{} is not a checkpoint: torch.load cannot read it (expected a file '
+        "torch.save writes, as train.py's checkpoints)".format(path))
 
 
-@pytest.fixture(scope='module')
-def caffe_file(tmp_path_factory):
-    torch.manual_seed(5)
-    state = torchvision.models.vgg16().state_dict()
-    path = str(tmp_path_factory.mktemp('caffe') / FILE_NAME)
-    torch.save(caffe_layout(state), path)
-    yield dict(path=path, state=state)
-    os.remove(path)
+class _Pickled:
+    """An object torch.save pickles, which weights_only loading refuses."""
 
 
-@pytest.mark.slow  # seconds, not minutes, but the quick suite leaves it out
-def test_converter_writes_what_caffe_pretrain_loads(caffe_file, tmp_path):
-    dst = str(tmp_path / 'checkpoints' / 'vgg16_caffe.pth')
-    assert convert_caffe_vgg16(src=caffe_file['path'], dst=dst) == dst
-    converted = torch.load(dst)
-    assert sorted(converted) == sorted(caffe_file['state'])
-    vgg = torchvision.models.vgg16(weights=None)
-    vgg.load_state_dict(converted)  # strict: every key in place
-    assert torch.equal(vgg.classifier[3].weight,
-                       caffe_file['state']['classifier.3.weight'])
-    model = FasterRCNNVGG16(n_fg_class=2, pretrained_model='caffe',
-                            caffe_pretrain_path=dst)
-    assert model.caffe_pretrain is True
-    assert torch.equal(model.head.classifier[0].weight,
-                       caffe_file['state']['classifier.0.weight'])
-    os.remove(dst)
+def test_a_checkpoint_of_python_objects_is_refused_without_running_them(
+        tmp_path):
+    path = tmp_path / 'objects.pth'
+    torch.save({'model': {}, 'extra': _Pickled()}, str(path))
+    with pytest.raises(ValueError) as info:
+        load_detector(str(path))
+    assert str(info.value) == (
+        '{} is not a checkpoint: it holds Python objects besides weights, '
+        'which this library does not load (save a state_dict instead)'
+        .format(path))
 
 
-def test_converter_refuses_a_file_already_in_torchvision_layout(
-        tmp_path, caffe_file):
-    src = str(tmp_path / 'converted.pth')
-    torch.save({k: v for k, v in caffe_file['state'].items()
-                if k.startswith('classifier')}, src)
-    with pytest.raises(ValueError, match='not the caffe VGG16'):
-        convert_caffe_vgg16(src=src, dst=str(tmp_path / 'out.pth'))
-
-
-def test_converter_offline_says_which_file_and_where(tmp_path, monkeypatch):
-    use_hub(monkeypatch, tmp_path)
-    with pytest.raises(RuntimeError) as info:
-        convert_caffe_vgg16(dst=str(tmp_path / 'out.pth'))
-    message = str(info.value)
-    assert FILE_NAME in message and '--src=' in message
-    assert os.path.join(str(tmp_path / 'hub'), 'checkpoints',
-                        FILE_NAME) in message
-    assert '\n' not in message
-    assert not os.path.exists(str(tmp_path / 'out.pth'))
-
-
-def test_converter_names_a_missing_source(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nowhere.pth does not exist'):
-        convert_caffe_vgg16(src=str(tmp_path / 'nowhere.pth'))
-
-
-# ---------------------------------------- training agrees with its data
+def test_a_file_of_something_else_than_a_dict_is_named(tmp_path):
+    path = tmp_path / 'tensor.pth'
+    torch.save(torch.zeros(3), str(path))
+    with pytest.raises(ValueError, match='holds a Tensor, not the dict'):
+        load_detector(str(path))
