@@ -473,10 +473,10 @@ def main(argv=None):
         sys.exit(2)
     except WeightsNotFound as err:
         if distributed.env_rank() == 0:
-            print('train.py: error: {} weights are not on this machine and '
-                  'could not be downloaded: put the file {} in {}, or start '
-                  'from random init with --pretrained-model=None'.format(
-                      err.name, os.path.basename(err.path),
+            print('train.py: error: {} weights are not on this machine '
+                  '{}: put the file {} in {}, or start from random init '
+                  'with --pretrained-model=None'.format(
+                      err.name, err.missing, os.path.basename(err.path),
                       os.path.dirname(err.path) or '.'), file=sys.stderr)
         sys.exit(2)
     finally:

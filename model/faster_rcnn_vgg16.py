@@ -26,7 +26,9 @@ def _caffe_vgg16_state_dict(path):
     if not os.path.exists(path):
         raise WeightsNotFound('caffe-converted VGG16', path,
                               'see README: model.utils.convert_caffe_vgg16 '
-                              'writes them')
+                              'writes them',
+                              missing='(python -m model.utils.'
+                                      'convert_caffe_vgg16 writes them)')
     return torch.load(path, map_location='cpu', weights_only=True)
 
 

@@ -580,6 +580,23 @@ def test_offline_starting_weights_are_one_line_and_status_2(
             tmp_path / 'home' / 'hub' / 'checkpoints'))
 
 
+def test_missing_caffe_weights_say_which_command_writes_them(
+        four_image_data, tmp_path, capsys):
+    missing = tmp_path / 'vgg16_caffe.pth'
+    with pytest.raises(SystemExit) as info:
+        train.main(['train', '--voc-data-dir=' + four_image_data,
+                    '--label-names=' + ','.join(TOY_LABEL_NAMES),
+                    '--caffe-pretrain', '--caffe-pretrain-path=' +
+                    str(missing), '--num-workers=0', '--device=cpu',
+                    '--out-dir=' + str(tmp_path / 'ck')])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        'train.py: error: caffe-converted VGG16 weights are not on this '
+        'machine (python -m model.utils.convert_caffe_vgg16 writes them): '
+        'put the file vgg16_caffe.pth in {}, or start from random init with '
+        '--pretrained-model=None\n'.format(tmp_path))
+
+
 @pytest.mark.parametrize('content', [b'\x80\x03\x99 random bytes',
                                      b'a text file\n'])
 def test_a_load_path_that_is_no_checkpoint_is_one_line(

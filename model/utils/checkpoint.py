@@ -25,10 +25,13 @@ class WeightsNotFound(RuntimeError):
     Attributes:
         name (str): What they are, e.g. 'ImageNet VGG16'.
         path (str): Where the file is looked for: put it there.
+        missing (str): Why it is not there, for a command line to say,
+            e.g. 'and could not be downloaded'.
     """
 
-    def __init__(self, name, path, reason):
-        self.name, self.path = name, path
+    def __init__(self, name, path, reason,
+                 missing='and could not be downloaded'):
+        self.name, self.path, self.missing = name, path, missing
         super().__init__(
             '{} weights are not at {} ({}): put the file there, or start '
             'from random init (pretrained_model=None)'.format(name, path,

@@ -223,9 +223,9 @@ def main(argv=None):
             dst = convert_torchvision(args.arch, args.src, args.dst)
         except WeightsNotFound as err:
             raise UsageError(
-                '{} weights are not on this machine and could not be '
-                'downloaded: put the file {} in {}, or give it with '
-                '--src'.format(err.name, os.path.basename(err.path),
+                '{} weights are not on this machine {}: put the file '
+                '{} in {}, or give it with --src'.format(
+                    err.name, err.missing, os.path.basename(err.path),
                                os.path.dirname(err.path))) from None
     print('wrote {}'.format(dst))
 
