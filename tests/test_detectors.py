@@ -10,7 +10,8 @@ from data.synthetic import TOY_LABEL_NAMES
 from model import FasterRCNNToy, FasterRCNNVGG16, load_detector
 from trainer import FasterRCNNTrainer
 from utils.config import UsageError
-from utils.detectors import (build_from_options, check_given_options,
+from utils.detectors import (BACKBONES, build_from_options,
+                             check_given_options, detector_arguments,
                              load_weights, read_start, start_preprocessing)
 
 
@@ -28,6 +29,24 @@ def test_options_and_load_detector_rebuild_the_roi_op(tmp_path):
                              2)
     assert isinstance(vgg, FasterRCNNVGG16)
     assert vgg.head.roi.roi_op == 'align'
+
+
+def test_every_backbone_option_builds_its_detector():
+    """Each --backbone builds its class, from random init with
+    --pretrained-model=None and from the backbone's own ImageNet weights
+    (named by its arch) otherwise."""
+    for name, cls in BACKBONES.items():
+        built, arguments = detector_arguments(options(backbone=name))
+        assert built is cls
+        if name.endswith('_fpn'):
+            assert arguments['pretrained_model'] == name[:-len('_fpn')]
+        _, arguments = detector_arguments(options(backbone=name,
+                                                  pretrained_model=None))
+        assert arguments.get('pretrained_model') is None
+    small = build_from_options(options(backbone='mobilenet_v3_large_fpn',
+                                       pretrained_model=None, min_size=128,
+                                       max_size=128), 2)
+    assert small.n_class == 3 and small.min_size == 128
 
 
 @pytest.mark.parametrize('config, message', [

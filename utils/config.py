@@ -79,7 +79,7 @@ class Config:
     caffe_pretrain_path = 'checkpoints/vgg16_caffe.pth'  # file of the caffe pretrained VGG16 weights
 
     # choices of the other systems (README: "Choices of the other systems"); the defaults are this design's
-    backbone = 'vgg16'  # 'vgg16' (fc6/fc7 head), 'resnet50' / 'resnet101' in C4 form (conv1..layer3 extract, layer4 heads the RoIs), or 'toy' (the quick start's small extractor, for a CPU)
+    backbone = 'vgg16'  # 'vgg16' (fc6/fc7 head), 'resnet50' / 'resnet101' in C4 form (conv1..layer3 extract, layer4 heads the RoIs), 'resnet50_fpn' / 'resnet101_fpn' / 'mobilenet_v3_large_fpn' (with a feature pyramid), or 'toy' (the quick start's small extractor, for a CPU)
     roi_op = 'pool'  # the head's RoI op: 'pool' (RoIPool, this design's) or 'align' (RoIAlign, torchvision's and detectron2's)
     roi_sampling_ratio = 0  # RoIAlign's sample points per bin along each side; 0: adaptive (detectron2's; torchvision's Faster R-CNN uses 2)
     roi_aligned = True  # RoIAlign's half-cell shift, so that a feature cell sits at its pixels' centre (detectron2's ROIAlignV2; torchvision's Faster R-CNN: False)

@@ -1,8 +1,8 @@
 """The detector train.py trains: built from its options, or rebuilt from the
 checkpoint a run starts from (``--load-path``, ``--resume``)."""
-from model import (FasterRCNNFPNResNet50, FasterRCNNFPNResNet101,
-                   FasterRCNNResNet50, FasterRCNNResNet101, FasterRCNNToy,
-                   FasterRCNNVGG16)
+from model import (FasterRCNNFPNMobileNetV3Large, FasterRCNNFPNResNet50,
+                   FasterRCNNFPNResNet101, FasterRCNNResNet50,
+                   FasterRCNNResNet101, FasterRCNNToy, FasterRCNNVGG16)
 from model.build import checkpoint_record
 from model.roi_head import roi_pooler
 from model.utils.checkpoint import model_state_dict, read_checkpoint
@@ -16,6 +16,7 @@ BACKBONES = {
     'toy': FasterRCNNToy,
     'resnet50_fpn': FasterRCNNFPNResNet50,
     'resnet101_fpn': FasterRCNNFPNResNet101,
+    'mobilenet_v3_large_fpn': FasterRCNNFPNMobileNetV3Large,
 }
 
 # Options that describe the detector; with --load-path or --resume the
@@ -79,7 +80,7 @@ def detector_arguments(config):
             pretrained_model=('caffe' if config['caffe_pretrain'] else
                               'vgg16' if pretrained else None))
     elif backbone != 'toy':
-        arch = backbone.replace('_fpn', '')  # the ResNet's ImageNet weights
+        arch = backbone.replace('_fpn', '')  # its ImageNet weights
         arguments['pretrained_model'] = arch if pretrained else None
     if backbone.endswith('_fpn'):
         arguments['resize'] = config['resize']
