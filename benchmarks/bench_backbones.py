@@ -5,23 +5,25 @@ per training step and per image predicted, peak memory.
         [--sizes 600x1000 256x256] [--steps 3] [--quick]
     python benchmarks/bench_backbones.py --converted [--steps 3] [--quick]
 
-The backbones are train.py's ``--backbone`` choices, each built for 20 classes with
-``pretrained_model=None``, with ``min_size`` and ``max_size`` set to each
-size in turn. A training step is ``FasterRCNNTrainer.train_step`` (lr 1e-3)
-on one random image of that size with three gt boxes, each step from the
-random init (a trainer built afresh, untimed: from random init the ResNets'
-frozen BatchNorms normalize nothing, and ResNet-101's second step
-diverges); a prediction is ``detect`` on one raw image that preprocesses
-to that size, in eval mode with the 'evaluate' preset. Each figure is the
-median of ``--steps`` calls after one warm-up call. The table also gives
-each process's peak resident memory (over all its sizes) and the number of
-detections of the random-init model on that image at each size (what the
-post-processing of a prediction had to do).
+The backbones are train.py's ``--backbone`` choices, each built for 20
+classes with ``pretrained_model=None``, with ``min_size`` and ``max_size``
+set to each size in turn, and each frozen BatchNorm set to the mean and
+variance of its input on a random image (see
+``calibrate_frozen_batchnorms``). A training step is
+``FasterRCNNTrainer.train_step`` (lr 1e-3) on one random image of that
+size with three gt boxes, each step from that init (a trainer built
+afresh, untimed); a prediction is ``detect`` on one raw image that
+preprocesses to that size, in eval mode with the 'evaluate' preset. Each
+figure is the median of ``--steps`` calls after one warm-up call. The
+table also gives each process's peak resident memory (over all its
+sizes) and the number of detections of the random-init model on that
+image at each size (what the post-processing of a prediction had to do).
 
 ``--converted`` times instead the detectors converted from torchvision's
 (``model.utils.convert_torchvision``, from torchvision's random init, as
 offline) at their own settings on a 480x640 raw image, beside torchvision's
-own model on the same image: seconds per image and their ratio.
+own model on the same image (its BatchNorms frozen, as torchvision builds
+it for its published weights): seconds per image and their ratio.
 
 Each model runs in a process of its own, with torch's default threads, so
 that its peak resident memory is its own.
@@ -39,6 +41,7 @@ import time
 import numpy as np
 import torch
 import torchvision
+from torchvision.ops import FrozenBatchNorm2d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'benchmarks')]
@@ -81,14 +84,36 @@ def build(name, size):
     h, w = size
     model = BACKBONES[name](n_fg_class=20, pretrained_model=None,
                             min_size=min(h, w), max_size=max(h, w))
+    calibrate_frozen_batchnorms(model, size)
     return FasterRCNNTrainer(model, lr=1e-3)
+
+
+def calibrate_frozen_batchnorms(model, size):
+    """Sets each frozen BatchNorm's mean and variance to those of its input
+    on one random image, so that the activations keep about unit scale as
+    ImageNet weights keep them. Left at random init, the frozen BatchNorms
+    normalize nothing: a deep backbone's features blow up, its RPN finds no
+    proposals, and the head, whose work grows with them, is barely timed."""
+    def set_statistics(bn, inputs):
+        x = inputs[0].float()
+        bn.running_mean.copy_(x.mean((0, 2, 3)))
+        bn.running_var.copy_(x.var((0, 2, 3)))
+        hooks.pop(bn).remove()  # its first input only
+
+    hooks = {bn: bn.register_forward_pre_hook(set_statistics)
+             for bn in model.modules() if isinstance(bn, FrozenBatchNorm2d)}
+    model.eval()
+    raw = np.random.RandomState(1).randint(0, 256, (3, *size))
+    model.detect([raw.astype(np.float32)])
+    for hook in hooks.values():  # layers an empty detection never reached
+        hook.remove()
+    model.train()
 
 
 def train_seconds(name, size, steps, imgs, bboxes, labels):
     """The median seconds of ``steps`` training steps after a warm-up one,
-    each the first step of a trainer built afresh (untimed): from random
-    init the frozen BatchNorms normalize nothing, and a ResNet-101's
-    second step has a non-finite loss."""
+    each the first step of a trainer built afresh (untimed), so that no
+    step's cost depends on what the steps before it learnt."""
     times = []
     for _ in range(steps + 1):
         trainer = build(name, size)
@@ -115,11 +140,24 @@ def measure_backbone(name, size, steps):
                 n_det=len(detections[0]['labels']))
 
 
+def freeze_batchnorms(model):
+    """Replaces each BatchNorm2d by a FrozenBatchNorm2d of its statistics:
+    torchvision builds its detectors so for published weights, and builds
+    plain BatchNorms (a faster fused op) only without any."""
+    for parent in list(model.modules()):
+        for name, bn in parent.named_children():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                frozen = FrozenBatchNorm2d(bn.num_features, bn.eps)
+                frozen.load_state_dict(bn.state_dict(), strict=False)
+                setattr(parent, name, frozen)
+
+
 def measure_converted(arch, steps):
     """Seconds per image of the converted detector and of torchvision's."""
     torch.manual_seed(0)
     theirs = getattr(torchvision.models.detection, arch)(
         weights=None, weights_backbone=None).eval()
+    freeze_batchnorms(theirs)
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, 'torchvision.pth')
         torch.save(theirs.state_dict(), src)
