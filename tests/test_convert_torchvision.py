@@ -91,6 +91,28 @@ def test_converted_detector_gives_torchvisions_detections(arch, tmp_path):
     assert detector.preset == 'evaluate'
     assert (detector.nms_thresh, detector.score_thresh,
             detector.detections_per_image) == (0.5, 0.05, 100)
+    # every setting is torchvision's own, read off its model (random
+    # weights rarely reach the small-box, clip and suppression rules)
+    heads, rpn = model.roi_heads, model.rpn
+    assert (detector.nms_thresh, detector.score_thresh,
+            detector.detections_per_image) == (
+        heads.nms_thresh, heads.score_thresh, heads.detections_per_img)
+    assert (detector.min_size, detector.max_size) == (
+        model.transform.min_size[0], model.transform.max_size)
+    assert detector.size_divisible == model.transform.size_divisible
+    assert detector.loc_clip == heads.box_coder.bbox_xform_clip == \
+        rpn.box_coder.bbox_xform_clip
+    # postprocess_detections: batched_nms, remove_small_boxes(1e-2)
+    assert (detector.suppression, detector.min_det_size) == ('batched', 1e-2)
+    ours_rpn = detector.rpn
+    assert (ours_rpn.nms_thresh, ours_rpn.min_size,
+            ours_rpn.score_thresh) == (rpn.nms_thresh, rpn.min_size,
+                                       rpn.score_thresh)
+    assert (ours_rpn.n_pre_nms, ours_rpn.n_post_nms) == (
+        dict(train=rpn._pre_nms_top_n['training'],
+             test=rpn._pre_nms_top_n['testing']),
+        dict(train=rpn._post_nms_top_n['training'],
+             test=rpn._post_nms_top_n['testing']))
     n_detections = 0
     for img in images(1):
         with torch.no_grad():
