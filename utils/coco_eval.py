@@ -40,7 +40,7 @@ from pycocotools.cocoeval import COCOeval
 from utils.eval_tool import _zip_same_length
 
 # The first six of COCOeval's twelve summary numbers, in its order.
-_STAT_KEYS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large')
+STAT_KEYS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large')
 
 
 def eval_detection_coco(
@@ -355,7 +355,7 @@ def _score(coco_gt, dets, image_ids=None):
         coco_eval = _cocoeval(coco_gt, dets, image_ids)
         coco_eval.summarize()
     result = {key: float(value)
-              for key, value in zip(_STAT_KEYS, coco_eval.stats)}
+              for key, value in zip(STAT_KEYS, coco_eval.stats)}
     result['ap'] = _ap_per_class(coco_eval)
     result['stats'] = np.array(coco_eval.stats, dtype=np.float64)
     result['summary'] = summary.getvalue()

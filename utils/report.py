@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from model.utils.bbox_tools import bbox_iou
+from utils.coco_eval import STAT_KEYS
 from utils.eval_tool import _zip_same_length, calc_detection_voc_prec_rec
 
 # What a detection is at IoU 0.5, the false positives' kinds in the order
@@ -53,10 +54,6 @@ KIND_COLORS = {TRUE_POSITIVE: '#4daf4a', 'duplicate': '#984ea3',
                'localization': '#ff7f00', 'confusion': '#377eb8',
                'background': '#e41a1c', IGNORED: '#bbbbbb',
                'missed': '#555555'}
-
-# The metric's numbers that are not per class, in the order printed.
-_HEADLINE_KEYS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium',
-                  'ap_large')
 
 # Per image: each detection's kind (R,) and the ground truth object that
 # decided it (R,), -1 for none; and which objects were missed (R',).
@@ -441,7 +438,7 @@ def write_markdown(path, metrics, rows, counts, label_names, metric=None,
         sum(row['n_gt'] for row in rows)))
     lines += [', '.join(about), '', '| number | value |', '| --- | ---: |']
     lines += ['| {} | {} |'.format(key, _cell(metrics[key]))
-              for key in _HEADLINE_KEYS if key in metrics]
+              for key in STAT_KEYS if key in metrics]
 
     lines += ['', '## Classes', '',
               'AP by the metric; objects: ground truth objects, difficult '
@@ -567,13 +564,8 @@ def draw_errors(path, counts, label_names):
         ax.barh(y, part, left=left, color=KIND_COLORS[kind],
                 label=kind.replace('_', ' '), height=0.8)
         left += part
-    for yy, n in zip(y, total):
-        ax.text(1.01, yy, str(int(n)), va='center', fontsize=7)
-    ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlim(0, 1.12)
-    ax.set_ylim(-0.6, len(names) - 0.4)
-    ax.set_xlabel('fraction of the detections (count at the end)')
+    _class_bars_axis(ax, y, names, [str(int(n)) for n in total], 1.12,
+                     'fraction of the detections (count at the end)')
     # The legend between the axes and the title.
     ax.set_title('Detections at IoU 0.5, by kind', fontsize=10, pad=22)
     ax.legend(fontsize=7, loc='lower center', ncol=5,
@@ -582,17 +574,25 @@ def draw_errors(path, counts, label_names):
     ax = fig.add_subplot(1, 2, 2)
     ax.barh(y, n_missed / np.maximum(n_obj, 1), color=KIND_COLORS['missed'],
             height=0.8)
-    for yy, n, m in zip(y, n_obj, n_missed):
-        ax.text(1.01, yy, '{} of {}'.format(int(m), int(n)), va='center',
-                fontsize=7)
-    ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlim(0, 1.25)
-    ax.set_ylim(-0.6, len(names) - 0.4)
-    ax.set_xlabel('fraction of the objects missed')
+    _class_bars_axis(ax, y, names, ['{} of {}'.format(int(m), int(n))
+                                    for n, m in zip(n_obj, n_missed)],
+                     1.25, 'fraction of the objects missed')
     ax.set_title('Missed objects', fontsize=10, pad=22)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _class_bars_axis(ax, y, names, ends, x_max, xlabel):
+    """A panel of one bar per class at heights ``y``: the class names on
+    the left, the text ``ends`` after each bar, fractions up to
+    ``x_max``."""
+    for yy, text in zip(y, ends):
+        ax.text(1.01, yy, text, va='center', fontsize=7)
+    ax.set_yticks(y)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlim(0, x_max)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_xlabel(xlabel)
 
 
 # The worst cases to show: where (image, box, label, score, kind, the
