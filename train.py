@@ -25,8 +25,7 @@ from data.loaders import (check_voc_class_names, coco_label_names,
                           set_epoch)
 from data.synthetic import generate_voc
 from model.build import build_detector
-from model.utils.checkpoint import model_state_dict
-from model.utils.checkpoint import WeightsNotFound
+from model.utils.checkpoint import WeightsNotFound, model_state_dict
 from model.utils.creator_tool import AnchorTargetCreator, ProposalTargetCreator
 from trainer import FasterRCNNTrainer
 from utils import array_tool as at
@@ -34,6 +33,7 @@ from utils import distributed
 from utils.amp import AMP_DTYPES
 from utils.config import UsageError, changed_options, opt, usage
 from utils.detectors import (build_from_options, check_given_options,
+                             checkpoint_classes, detects_classes,
                              load_weights, read_start, start_preprocessing)
 from utils.evaluation import METRICS, collect_detections, evaluate, score
 from utils.report import (HISTORY_FILE, append_history,
@@ -43,8 +43,7 @@ from utils.vis_tool import (Visualizer, draw_test_predictions, visdom_bbox)
 # What --data=toy changes; options given on the command line win.
 TOY_PRESET = dict(
     voc_data_dir='toy_voc', backbone='toy', min_size=256, max_size=256,
-    lr=5e-3,
-    epoch=8, lr_decay_epoch=5, num_workers=1, test_num_workers=1,
+    lr=5e-3, epoch=8, lr_decay_epoch=5, num_workers=1, test_num_workers=1,
     pretrained_model=None, env='faster-rcnn-toy', seed=0)
 
 # The pictures' threshold: that of predict(..., visualize=True).
@@ -353,10 +352,8 @@ def _toy_data_ready(label_names):
 
 def _check_classes(checkpoint, label_names, data):
     """Raises UsageError unless the checkpoint detects the data's classes."""
-    theirs = checkpoint.get('label_names')
-    n_theirs = model_state_dict(checkpoint)['head.score.weight'].shape[0] - 1
-    if (n_theirs != len(label_names)
-            or theirs is not None and list(theirs) != list(label_names)):
+    if not detects_classes(checkpoint, label_names):
+        n_theirs, theirs = checkpoint_classes(checkpoint)
         raise UsageError(
             'the checkpoint {} detects {} classes ({}) but the test set of '
             '{} has {} ({}): give the data it was trained for'.format(
@@ -473,11 +470,9 @@ def main(argv=None):
         sys.exit(2)
     except WeightsNotFound as err:
         if distributed.env_rank() == 0:
-            print('train.py: error: {} weights are not on this machine '
-                  '{}: put the file {} in {}, or start from random init '
-                  'with --pretrained-model=None'.format(
-                      err.name, err.missing, os.path.basename(err.path),
-                      os.path.dirname(err.path) or '.'), file=sys.stderr)
+            print('train.py: error: ' + err.advice(
+                'start from random init with --pretrained-model=None'),
+                file=sys.stderr)
         sys.exit(2)
     finally:
         distributed.shutdown()

@@ -1,6 +1,7 @@
 """Rebuilding the detector a checkpoint holds, from the constructor
 arguments it records (see :mod:`model.utils.checkpoint` for the kinds of
 checkpoint)."""
+from model.faster_rcnn import PREPROCESSING
 from model.faster_rcnn_fpn import (FasterRCNNFPNMobileNetV3Large,
                                    FasterRCNNFPNResNet50,
                                    FasterRCNNFPNResNet101)
@@ -23,7 +24,7 @@ def detector_record(faster_rcnn):
     if arguments is None or type(faster_rcnn).__name__ not in DETECTORS:
         return None
     arguments = dict(arguments)
-    for key in arguments.keys() & {'min_size', 'max_size', 'caffe_pretrain'}:
+    for key in arguments.keys() & set(PREPROCESSING):
         arguments[key] = getattr(faster_rcnn, key)
     return dict(name=type(faster_rcnn).__name__, arguments=arguments)
 

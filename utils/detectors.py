@@ -162,6 +162,21 @@ def start_preprocessing(checkpoint, record):
             in zip(PREPROCESSING, (600, 1000, False, 'skimage'))}
 
 
+def checkpoint_classes(checkpoint):
+    """The number of foreground classes a checkpoint's head predicts, and
+    their names (None where it records none)."""
+    n_fg_class = model_state_dict(checkpoint)['head.score.weight'].shape[0]
+    return n_fg_class - 1, checkpoint.get('label_names')
+
+
+def detects_classes(checkpoint, label_names):
+    """Whether the checkpoint's head predicts the classes ``label_names``
+    (their number, and their names where it records them)."""
+    n_theirs, theirs = checkpoint_classes(checkpoint)
+    return n_theirs == len(label_names) and (
+        theirs is None or list(theirs) == list(label_names))
+
+
 def load_weights(faster_rcnn, checkpoint, label_names):
     """Loads a checkpoint's weights to start training on other data.
 
@@ -173,12 +188,10 @@ def load_weights(faster_rcnn, checkpoint, label_names):
         str or None: one line saying which layers were reset and why.
     """
     state = model_state_dict(checkpoint)
-    theirs = checkpoint.get('label_names')
-    n_theirs = state['head.score.weight'].shape[0] - 1
-    if n_theirs == len(label_names) and (
-            theirs is None or list(theirs) == list(label_names)):
+    if detects_classes(checkpoint, label_names):
         faster_rcnn.load_state_dict(state)
         return None
+    n_theirs, theirs = checkpoint_classes(checkpoint)
     own = faster_rcnn.state_dict()
     reset = [k for k in own if k.startswith(CLASS_LAYERS)]
     faster_rcnn.load_state_dict(dict(state, **{k: own[k] for k in reset}))

@@ -37,6 +37,14 @@ class WeightsNotFound(RuntimeError):
             'from random init (pretrained_model=None)'.format(name, path,
                                                               reason))
 
+    def advice(self, otherwise):
+        """The one line a command prints: where to put the file, or what
+        else to do (``otherwise``, e.g. 'give it with --src')."""
+        return '{} weights are not on this machine {}: put the file {} in ' \
+            '{}, or {}'.format(self.name, self.missing,
+                               os.path.basename(self.path),
+                               os.path.dirname(self.path) or '.', otherwise)
+
 
 def torchvision_state_dict(weights, name):
     """torchvision's pretrained weights, from its cache or downloaded.

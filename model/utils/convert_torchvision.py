@@ -23,7 +23,6 @@ negligible share of it).
 torchvision's boxes and offsets are ``(x, y)``-ordered, this library's
 ``(y, x)``: the RPN's and the head's box layers are reordered.
 """
-import math
 import os
 import re
 import sys
@@ -35,6 +34,7 @@ from torchvision.models.detection import (
     FasterRCNN_ResNet50_FPN_Weights)
 
 from model.build import build_detector, detector_record
+from model.fpn import LOC_CLIP
 from model.utils.checkpoint import (WeightsNotFound, read_checkpoint,
                                     torchvision_state_dict)
 from model.utils.command_line import ArgumentParser, UsageError
@@ -50,7 +50,7 @@ TORCHVISION_PRESETS = {
 TORCHVISION_SETTINGS = dict(
     min_size=800, max_size=1333, resize='bilinear', size_divisible=32,
     presets=TORCHVISION_PRESETS, suppression='batched', min_det_size=1e-2,
-    loc_clip=math.log(1000. / 16))
+    loc_clip=LOC_CLIP)
 
 # Each architecture: torchvision's weights, this library's detector, and
 # the settings that differ from TORCHVISION_SETTINGS.
@@ -222,11 +222,7 @@ def main(argv=None):
         try:
             dst = convert_torchvision(args.arch, args.src, args.dst)
         except WeightsNotFound as err:
-            raise UsageError(
-                '{} weights are not on this machine {}: put the file '
-                '{} in {}, or give it with --src'.format(
-                    err.name, err.missing, os.path.basename(err.path),
-                               os.path.dirname(err.path))) from None
+            raise UsageError(err.advice('give it with --src')) from None
     print('wrote {}'.format(dst))
 
 
